@@ -1,0 +1,97 @@
+//! Start-up and shutdown: [`App::build`] opens the store, connects the broker and binds the
+//! listener (port 0 works: [`App::port`] tells which one), [`App::run`] serves and ingests until
+//! the injected cancellation token fires.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::auth::Authenticator;
+use crate::broker::{self, Broker};
+use crate::config::Settings;
+use crate::ingest;
+use crate::projection::Projection;
+
+/// A built, not yet running daemon.
+pub struct App {
+    settings: Settings,
+    projection: Arc<Projection>,
+    auth: Arc<Authenticator>,
+    broker: Broker,
+    listener: TcpListener,
+    port: u16,
+}
+
+impl App {
+    /// Opens the store (rebuilding the query view), connects to NATS (starting a child server
+    /// when configured to) and binds the HTTP listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let auth = Authenticator::from_settings(&settings.auth).context("auth.tokens")?;
+        let path = settings.store.path.clone();
+        let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
+            .await?
+            .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
+        tracing::info!(
+            tickets = projection.ticket_count(),
+            applied_seq = projection.applied_seq(),
+            "store open"
+        );
+        let broker = broker::connect(&settings.nats).await?;
+        let listener = TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.http.listen))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            settings,
+            projection: Arc::new(projection),
+            auth: Arc::new(auth),
+            broker,
+            listener,
+            port,
+        })
+    }
+
+    /// The HTTP port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The projection (for tests and tools running in the same process).
+    pub fn projection(&self) -> Arc<Projection> {
+        self.projection.clone()
+    }
+
+    /// Serves the API and runs the ingest loop until `cancel` fires; then lets the current batch
+    /// finish, flushes the store and stops the child broker, if any.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let state = AppState {
+            projection: self.projection.clone(),
+            auth: self.auth.clone(),
+            ready_max_lag: self.settings.http.ready_max_lag,
+        };
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, embedded_nats = self.broker.is_embedded(), "listening");
+        let ingest = tokio::spawn(ingest::run(
+            self.broker.client.clone(),
+            self.projection.clone(),
+            self.settings.nats.clone(),
+            self.settings.ingest.clone(),
+            cancel.clone(),
+        ));
+        let server = axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(cancel.clone().cancelled_owned());
+        let served = server.await.context("HTTP server");
+        cancel.cancel();
+        ingest.await.context("ingest task")?;
+        let projection = self.projection.clone();
+        tokio::task::spawn_blocking(move || projection.store().flush())
+            .await?
+            .context("flushing the store")?;
+        self.broker.shutdown().await;
+        tracing::info!("stopped");
+        served
+    }
+}

@@ -1,0 +1,242 @@
+//! Folding a batch of raw stream messages into one [`Commit`].
+//!
+//! Still the functional core: given the messages and a way to look up a ticket's state before the
+//! batch, the result is fixed. Each ticket the batch touches is looked up once, folded as many
+//! times as it has events, and written once. The shell ([`crate::ingest`]) reads the messages from
+//! JetStream, looks tickets up in sled and commits; the tests and `verify` use a map instead.
+
+use std::collections::HashMap;
+
+use crate::domain::ProjectId;
+use crate::events;
+use crate::fold::{self, Ticket};
+use crate::store::{Commit, DeadLetter};
+
+/// One message as read from the stream.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject.
+    pub subject: String,
+    /// Payload bytes.
+    pub payload: bytes::Bytes,
+}
+
+/// How messages are decoded.
+#[derive(Debug, Clone)]
+pub struct DecodeRules {
+    /// Subject prefix before `<project>.<kind>`.
+    pub subject_prefix: String,
+    /// Largest accepted payload.
+    pub max_event_bytes: usize,
+}
+
+/// The key of a ticket.
+pub type TicketKey = (ProjectId, u64);
+
+/// Folds `messages` (in stream order) into one commit.
+///
+/// `lookup` gives a ticket's state before the batch; it is called at most once per ticket.
+/// Messages at or below `applied_seq` are skipped, so a batch that overlaps what is already
+/// stored (a redelivery after reconnect) applies nothing twice.
+pub fn fold_batch<E>(
+    messages: &[RawMessage],
+    applied_seq: u64,
+    rules: &DecodeRules,
+    mut lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
+) -> Result<Commit, E> {
+    let mut touched: HashMap<TicketKey, Option<Ticket>> = HashMap::new();
+    let mut order: Vec<TicketKey> = Vec::new();
+    let mut dead_letters = Vec::new();
+    let mut last = applied_seq;
+    for m in messages.iter().filter(|m| m.seq > applied_seq) {
+        last = last.max(m.seq);
+        let event = match events::decode(
+            &m.subject,
+            &m.payload,
+            &rules.subject_prefix,
+            rules.max_event_bytes,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                dead_letters.push(dead_letter(m, e.code(), e.to_string()));
+                continue;
+            }
+        };
+        let key = (event.project.clone(), event.order_id);
+        if !touched.contains_key(&key) {
+            touched.insert(key.clone(), lookup(&key)?);
+            order.push(key.clone());
+        }
+        let slot = touched.get_mut(&key).expect("inserted above");
+        let step = fold::apply(slot.take(), &event, m.seq);
+        *slot = step.ticket;
+        if let Some(r) = step.rejection {
+            dead_letters.push(dead_letter(m, r.code(), r.to_string()));
+        }
+    }
+    let tickets = order
+        .into_iter()
+        .filter_map(|k| touched.remove(&k).flatten())
+        .collect();
+    Ok(Commit {
+        tickets,
+        dead_letters,
+        applied_seq: last,
+    })
+}
+
+fn dead_letter(m: &RawMessage, code: &str, reason: String) -> DeadLetter {
+    DeadLetter {
+        seq: m.seq,
+        subject: m.subject.clone(),
+        code: code.to_owned(),
+        reason,
+        payload: m.payload.to_vec(),
+    }
+}
+
+/// The whole projection of a stream, folded in memory: what a single uninterrupted run of the
+/// daemon must store. Used by tests and audits to check the store against the events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MemoryProjection {
+    /// Tickets by key.
+    pub tickets: std::collections::BTreeMap<TicketKey, Ticket>,
+    /// Dead letters in stream order.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Last sequence folded.
+    pub applied_seq: u64,
+}
+
+impl MemoryProjection {
+    /// Folds more messages (in stream order), in batches of any size: the result does not depend
+    /// on how the stream is cut into batches.
+    pub fn fold(&mut self, messages: &[RawMessage], rules: &DecodeRules) {
+        let tickets = &self.tickets;
+        let commit =
+            fold_batch::<std::convert::Infallible>(messages, self.applied_seq, rules, |k| {
+                Ok(tickets.get(k).cloned())
+            })
+            .unwrap_or_else(|e| match e {});
+        for t in commit.tickets {
+            self.tickets.insert((t.project.clone(), t.order_id), t);
+        }
+        self.dead_letters.extend(commit.dead_letters);
+        self.applied_seq = commit.applied_seq;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+    use crate::events::{CreatedData, Kind, NewEvent};
+
+    const RULES: fn() -> DecodeRules = || DecodeRules {
+        subject_prefix: "coc.job.script".into(),
+        max_event_bytes: 4096,
+    };
+
+    fn msg(seq: u64, kind: Kind, order_id: u64, id: &str, t: i64) -> RawMessage {
+        let e = NewEvent {
+            id: id.into(),
+            source: "s".into(),
+            kind,
+            time_ms: t,
+            project: ProjectId::parse("p").unwrap(),
+            order_id,
+            created: (kind == Kind::Created).then(|| CreatedData {
+                execute_uuid: format!("u{order_id}"),
+                order_name: "n".into(),
+                creator: "c".into(),
+                region_ids: "r".into(),
+                job_type: "SCRIPT".into(),
+            }),
+        };
+        RawMessage {
+            seq,
+            subject: e.subject("coc.job.script"),
+            payload: e.to_bytes().into(),
+        }
+    }
+
+    fn stream() -> Vec<RawMessage> {
+        vec![
+            msg(1, Kind::Created, 1, "a", 10),
+            msg(2, Kind::Created, 2, "b", 20),
+            msg(3, Kind::Started, 1, "c", 30),
+            RawMessage {
+                seq: 4,
+                subject: "coc.job.script.p.started".into(),
+                payload: b"{oops".to_vec().into(),
+            },
+            msg(5, Kind::Finished, 1, "d", 40),
+            msg(6, Kind::Started, 1, "e", 50),
+            msg(7, Kind::Started, 9, "f", 60),
+            msg(8, Kind::Started, 1, "c", 30),
+            msg(9, Kind::Cancelled, 2, "g", 70),
+        ]
+    }
+
+    #[test]
+    fn a_batch_writes_each_touched_ticket_once_in_its_final_state() {
+        let mut lookups = 0;
+        let commit = fold_batch::<()>(&stream(), 0, &RULES(), |_| {
+            lookups += 1;
+            Ok(None)
+        })
+        .unwrap();
+        assert_eq!(lookups, 3, "tickets 1, 2 and the unknown 9");
+        assert_eq!(commit.applied_seq, 9);
+        let states: Vec<_> = commit
+            .tickets
+            .iter()
+            .map(|t| (t.order_id, t.status, t.execute_costs))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (1, Status::Finished, Some(30)),
+                (2, Status::Canceled, Some(50))
+            ]
+        );
+        let dead: Vec<_> = commit
+            .dead_letters
+            .iter()
+            .map(|d| (d.seq, d.code.as_str()))
+            .collect();
+        assert_eq!(
+            dead,
+            [
+                (4, "malformed_json"),
+                (6, "ticket_closed"),
+                (7, "unknown_ticket")
+            ]
+        );
+        assert_eq!(&commit.dead_letters[0].payload[..], b"{oops");
+    }
+
+    #[test]
+    fn the_result_does_not_depend_on_batch_boundaries() {
+        let all = stream();
+        let mut whole = MemoryProjection::default();
+        whole.fold(&all, &RULES());
+        for cut in 1..all.len() {
+            let mut parts = MemoryProjection::default();
+            parts.fold(&all[..cut], &RULES());
+            parts.fold(&all[cut..], &RULES());
+            assert_eq!(parts, whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn messages_already_applied_are_skipped() {
+        let all = stream();
+        let mut p = MemoryProjection::default();
+        p.fold(&all, &RULES());
+        let before = p.clone();
+        p.fold(&all[3..], &RULES());
+        assert_eq!(p, before);
+    }
+}

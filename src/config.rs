@@ -1,0 +1,180 @@
+//! Settings: `config/default.toml` (compiled in) < `--config FILE` < environment variables.
+//!
+//! Environment variables are `TICKET_LEDGER_<SECTION>__<KEY>`, e.g.
+//! `TICKET_LEDGER_NATS__URL=nats://10.0.0.5:4222`. Every setting is documented in README.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The compiled-in default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// HTTP API.
+    pub http: HttpSettings,
+    /// sled store.
+    pub store: StoreSettings,
+    /// NATS / JetStream.
+    pub nats: NatsSettings,
+    /// The ingest loop.
+    pub ingest: IngestSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Tokens and their grants.
+    pub auth: AuthSettings,
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest lag at which `/readyz` says ready.
+    pub ready_max_lag: u64,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreSettings {
+    /// sled directory.
+    pub path: PathBuf,
+}
+
+/// When to run a `nats-server` child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Embedded {
+    /// Only when nothing answers at `url`.
+    Auto,
+    /// Never: keep retrying `url`.
+    Never,
+    /// Always.
+    Always,
+}
+
+/// NATS settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NatsSettings {
+    /// Server URL.
+    pub url: String,
+    /// When to start a child `nats-server`.
+    pub embedded: Embedded,
+    /// The `nats-server` binary (a path, or a name looked up on PATH).
+    pub server_binary: PathBuf,
+    /// JetStream directory of the child server.
+    pub embedded_dir: PathBuf,
+    /// Stream name.
+    pub stream: String,
+    /// Stream subjects (used when the daemon creates the stream).
+    pub subjects: Vec<String>,
+    /// Subject prefix before `<project_id>.<kind>`.
+    pub subject_prefix: String,
+    /// Timeout of one connection attempt, ms.
+    pub connect_timeout_ms: u64,
+}
+
+/// Ingest settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestSettings {
+    /// Most messages per sled write.
+    pub batch_size: usize,
+    /// Largest accepted payload, bytes.
+    pub max_event_bytes: usize,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// tracing filter.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Auth settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// API tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenSettings>,
+}
+
+/// One API token, stored as its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSettings {
+    /// A name for logs (never the token).
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    /// Projects the token may read.
+    pub projects: Vec<String>,
+    /// Actions it may perform (`coc:job:list`).
+    pub actions: Vec<String>,
+}
+
+impl Settings {
+    /// Loads the layered settings.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig.merge(Env::prefixed("TICKET_LEDGER_").split("__"))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The compiled-in defaults alone (no file, no environment): the base of test settings.
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.nats.stream, "COC_JOB_EVENTS");
+        assert_eq!(s.ingest.batch_size, 1000);
+        assert_eq!(s.auth.tokens.len(), 1);
+    }
+
+    #[test]
+    fn a_file_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[http]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.http.listen.port(), 9999);
+        assert_eq!(
+            s.nats.stream, "COC_JOB_EVENTS",
+            "untouched keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        assert!(Settings::load(Some(Path::new("/nonexistent/x.toml"))).is_err());
+    }
+}

@@ -1,0 +1,518 @@
+//! Event contract v1: CloudEvents 1.0, structured JSON mode (see `docs/events.md`).
+//!
+//! Decoding is pure: bytes and a subject in, an [`Event`] or a [`DecodeError`] out. Nothing here
+//! touches NATS or sled, so every rejection is unit-tested without I/O. Encoding (for
+//! `ticket-ledger emit` and the tests) lives here too, so the two directions cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::domain::ProjectId;
+
+/// The CloudEvents spec version the contract speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// Prefix of every event `type`: `coc.job.script.<kind>`.
+pub const TYPE_PREFIX: &str = "coc.job.script.";
+/// `job_type` of a `created` event that does not name one.
+pub const DEFAULT_JOB_TYPE: &str = "SCRIPT";
+/// Longest accepted CloudEvents `id` and `source`, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest accepted text field of `data` (`execute_uuid`, `order_name`, `creator`,
+/// `region_ids`, `job_type`), in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// What happened to a ticket. The kind is the last token of both the subject and the `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The ticket exists: READY.
+    Created,
+    /// The executor began running it.
+    Started,
+    /// An operator paused it.
+    Paused,
+    /// It runs again after a pause or an abnormal stop.
+    Resumed,
+    /// It failed but is not over.
+    Abnormal,
+    /// It completed.
+    Finished,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 7] = [
+        Kind::Created,
+        Kind::Started,
+        Kind::Paused,
+        Kind::Resumed,
+        Kind::Abnormal,
+        Kind::Finished,
+        Kind::Cancelled,
+    ];
+
+    /// The kind's token in subjects and types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Created => "created",
+            Kind::Started => "started",
+            Kind::Paused => "paused",
+            Kind::Resumed => "resumed",
+            Kind::Abnormal => "abnormal",
+            Kind::Finished => "finished",
+            Kind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a subject or type token.
+    pub fn parse(raw: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// The ticket facts only a `created` event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedData {
+    /// Opaque id of the ticket's details page.
+    pub execute_uuid: String,
+    /// Ticket name.
+    pub order_name: String,
+    /// Who created it.
+    pub creator: String,
+    /// The regions it runs in, as COC's `properties.region_ids` string.
+    pub region_ids: String,
+    /// Job type (condition key `coc:JobType`); `SCRIPT` unless the event says otherwise.
+    pub job_type: String,
+}
+
+/// A decoded, valid event. Whether it may be applied is the fold's business, not the decoder's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// CloudEvents `id`: unique per event, the key for duplicate detection.
+    pub id: String,
+    /// CloudEvents `source`: which executor emitted it.
+    pub source: String,
+    /// What happened.
+    pub kind: Kind,
+    /// CloudEvents `time`, in ms since the epoch (sub-millisecond digits are dropped).
+    pub time_ms: i64,
+    /// The tenant the ticket belongs to.
+    pub project: ProjectId,
+    /// The ticket's key within its project.
+    pub order_id: u64,
+    /// Present exactly when `kind` is [`Kind::Created`].
+    pub created: Option<CreatedData>,
+}
+
+/// Why bytes on the stream are not a valid event. Each variant has a stable [`code`](Self::code)
+/// that dead letters and logs carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than `ingest.max_event_bytes`.
+    #[error("event is {size} bytes, larger than the {max}-byte limit")]
+    Oversized { size: usize, max: usize },
+    /// Not JSON, or JSON that is not an object.
+    #[error("payload is not a JSON object: {0}")]
+    MalformedJson(String),
+    /// A CloudEvents attribute is missing or has the wrong type.
+    #[error("invalid CloudEvents envelope: {0}")]
+    Envelope(String),
+    /// `specversion` other than 1.0.
+    #[error("unsupported specversion {0:?}, expected \"1.0\"")]
+    SpecVersion(String),
+    /// `type` is not `coc.job.script.<kind>` with a known kind.
+    #[error("unknown event type {0:?}")]
+    UnknownKind(String),
+    /// `time` is not RFC 3339.
+    #[error("time {0:?} is not an RFC 3339 timestamp")]
+    Time(String),
+    /// A `data` field is missing, has the wrong type or is out of range.
+    #[error("invalid data: {0}")]
+    Data(String),
+    /// The subject does not say the project and kind that the event does.
+    #[error("subject {subject:?} does not match the event (expected {expected:?})")]
+    SubjectMismatch { subject: String, expected: String },
+}
+
+impl DecodeError {
+    /// Stable machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::MalformedJson(_) => "malformed_json",
+            DecodeError::Envelope(_) => "invalid_envelope",
+            DecodeError::SpecVersion(_) => "unsupported_specversion",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::Time(_) => "invalid_time",
+            DecodeError::Data(_) => "invalid_data",
+            DecodeError::SubjectMismatch { .. } => "subject_mismatch",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    time: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    project_id: String,
+    order_id: u64,
+    execute_uuid: Option<String>,
+    order_name: Option<String>,
+    creator: Option<String>,
+    region_ids: Option<String>,
+    job_type: Option<String>,
+}
+
+/// Decodes one message of the stream.
+///
+/// `subject_prefix` is the part of the subject before `<project_id>.<kind>` (by default
+/// `coc.job.script`). The subject must agree with the event so that a subject-based filter or
+/// permission can never see a ticket of another tenant than the one its data says.
+pub fn decode(
+    subject: &str,
+    payload: &[u8],
+    subject_prefix: &str,
+    max_bytes: usize,
+) -> Result<Event, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            max: max_bytes,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DecodeError::MalformedJson("not an object".into()));
+    }
+    let env: RawEnvelope =
+        serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    if env.specversion != SPEC_VERSION {
+        return Err(DecodeError::SpecVersion(env.specversion));
+    }
+    check_text("id", &env.id, MAX_ID_BYTES).map_err(DecodeError::Envelope)?;
+    check_text("source", &env.source, MAX_ID_BYTES).map_err(DecodeError::Envelope)?;
+    let kind = env
+        .ty
+        .strip_prefix(TYPE_PREFIX)
+        .and_then(Kind::parse)
+        .ok_or_else(|| DecodeError::UnknownKind(env.ty.clone()))?;
+    let time_ms = parse_time_ms(&env.time).ok_or_else(|| DecodeError::Time(env.time.clone()))?;
+    if !env.data.is_object() {
+        return Err(DecodeError::Data("data must be a JSON object".into()));
+    }
+    let data: RawData =
+        serde_json::from_value(env.data).map_err(|e| DecodeError::Data(e.to_string()))?;
+    let project = ProjectId::parse(&data.project_id)
+        .map_err(|e| DecodeError::Data(format!("project_id: {e}")))?;
+    if data.order_id == 0 {
+        return Err(DecodeError::Data("order_id must be greater than 0".into()));
+    }
+    let expected = format!("{subject_prefix}.{project}.{}", kind.as_str());
+    if subject != expected {
+        return Err(DecodeError::SubjectMismatch {
+            subject: subject.to_owned(),
+            expected,
+        });
+    }
+    let created = if kind == Kind::Created {
+        Some(CreatedData {
+            execute_uuid: required_text("execute_uuid", data.execute_uuid)?,
+            order_name: required_text("order_name", data.order_name)?,
+            creator: required_text("creator", data.creator)?,
+            region_ids: required_text("region_ids", data.region_ids)?,
+            job_type: match data.job_type {
+                Some(t) => required_text("job_type", Some(t))?,
+                None => DEFAULT_JOB_TYPE.to_owned(),
+            },
+        })
+    } else {
+        None
+    };
+    Ok(Event {
+        id: env.id,
+        source: env.source,
+        kind,
+        time_ms,
+        project,
+        order_id: data.order_id,
+        created,
+    })
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{field} must not be empty"))
+    } else if value.len() > max {
+        Err(format!("{field} is longer than {max} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+fn required_text(field: &str, value: Option<String>) -> Result<String, DecodeError> {
+    let value =
+        value.ok_or_else(|| DecodeError::Data(format!("missing field `{field}` in created")))?;
+    check_text(field, &value, MAX_TEXT_BYTES).map_err(DecodeError::Data)?;
+    Ok(value)
+}
+
+/// Parses an RFC 3339 timestamp into ms since the epoch, dropping sub-millisecond digits.
+pub fn parse_time_ms(raw: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+/// Formats ms since the epoch as RFC 3339 UTC with millisecond precision, as the contract asks.
+pub fn format_time_ms(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// An event to publish: what `ticket-ledger emit`, the tests and the benchmark build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// CloudEvents `id`; also sent as `Nats-Msg-Id` so JetStream drops publisher retries.
+    pub id: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// What happened.
+    pub kind: Kind,
+    /// When, in ms since the epoch.
+    pub time_ms: i64,
+    /// The tenant.
+    pub project: ProjectId,
+    /// The ticket.
+    pub order_id: u64,
+    /// The ticket's facts, for `created`.
+    pub created: Option<CreatedData>,
+}
+
+impl NewEvent {
+    /// The subject to publish on.
+    pub fn subject(&self, subject_prefix: &str) -> String {
+        format!("{subject_prefix}.{}.{}", self.project, self.kind.as_str())
+    }
+
+    /// The structured-mode CloudEvent as JSON.
+    pub fn to_json(&self) -> Value {
+        let mut data = json!({
+            "project_id": self.project.as_str(),
+            "order_id": self.order_id,
+        });
+        if let Some(c) = &self.created {
+            data["execute_uuid"] = json!(c.execute_uuid);
+            data["order_name"] = json!(c.order_name);
+            data["creator"] = json!(c.creator);
+            data["region_ids"] = json!(c.region_ids);
+            data["job_type"] = json!(c.job_type);
+        }
+        json!({
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": format!("{TYPE_PREFIX}{}", self.kind.as_str()),
+            "time": format_time_ms(self.time_ms),
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+
+    /// The payload bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json()).expect("a JSON value always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "coc.job.script";
+
+    fn created() -> NewEvent {
+        NewEvent {
+            id: "e-1".into(),
+            source: "executor-a".into(),
+            kind: Kind::Created,
+            time_ms: 1_690_200_829_451,
+            project: ProjectId::parse("p1").unwrap(),
+            order_id: 74,
+            created: Some(CreatedData {
+                execute_uuid: "SCT1".into(),
+                order_name: "071201".into(),
+                creator: "alice".into(),
+                region_ids: "cn-north-4".into(),
+                job_type: "SCRIPT".into(),
+            }),
+        }
+    }
+
+    fn decode_value(subject: &str, v: &Value) -> Result<Event, DecodeError> {
+        decode(subject, &serde_json::to_vec(v).unwrap(), PREFIX, 64 * 1024)
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let e = created();
+        let got = decode(&e.subject(PREFIX), &e.to_bytes(), PREFIX, 65536).unwrap();
+        assert_eq!(got.id, e.id);
+        assert_eq!(got.kind, Kind::Created);
+        assert_eq!(got.time_ms, e.time_ms);
+        assert_eq!(got.order_id, 74);
+        assert_eq!(got.created, e.created);
+    }
+
+    #[test]
+    fn time_keeps_milliseconds_and_drops_finer_digits() {
+        assert_eq!(
+            format_time_ms(1_690_200_829_451),
+            "2023-07-24T12:13:49.451Z"
+        );
+        assert_eq!(
+            parse_time_ms("2023-07-24T12:13:49.451999Z"),
+            Some(1_690_200_829_451)
+        );
+        assert_eq!(
+            parse_time_ms("2023-07-24T20:13:49.451+08:00"),
+            Some(1_690_200_829_451)
+        );
+        assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn job_type_defaults_to_script_and_unknown_fields_are_ignored() {
+        let e = created();
+        let mut v = e.to_json();
+        v["data"].as_object_mut().unwrap().remove("job_type");
+        v["data"]["extra"] = json!({"nested": true});
+        v["extension"] = json!("x");
+        let got = decode_value(&e.subject(PREFIX), &v).unwrap();
+        assert_eq!(got.created.unwrap().job_type, "SCRIPT");
+    }
+
+    #[test]
+    fn every_malformation_has_its_own_reason() {
+        let e = created();
+        let subject = e.subject(PREFIX);
+        let base = e.to_json();
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = base.clone();
+            f(&mut v);
+            decode_value(&subject, &v).unwrap_err().code()
+        };
+        assert_eq!(
+            decode(&subject, b"{not json", PREFIX, 1024)
+                .unwrap_err()
+                .code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            decode(&subject, b"[1,2]", PREFIX, 1024).unwrap_err().code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            decode(&subject, &[b' '; 2000], PREFIX, 1024)
+                .unwrap_err()
+                .code(),
+            "oversized"
+        );
+        assert_eq!(
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("id");
+            }),
+            "invalid_envelope"
+        );
+        assert_eq!(with(&|v| v["id"] = json!(7)), "invalid_envelope");
+        assert_eq!(with(&|v| v["id"] = json!("")), "invalid_envelope");
+        assert_eq!(with(&|v| v["source"] = json!("")), "invalid_envelope");
+        assert_eq!(
+            with(&|v| v["specversion"] = json!("0.3")),
+            "unsupported_specversion"
+        );
+        assert_eq!(
+            with(&|v| v["type"] = json!("coc.job.script.exploded")),
+            "unknown_kind"
+        );
+        assert_eq!(
+            with(&|v| v["type"] = json!("com.other.created")),
+            "unknown_kind"
+        );
+        assert_eq!(with(&|v| v["time"] = json!("12:00")), "invalid_time");
+        assert_eq!(with(&|v| v["data"] = json!("x")), "invalid_data");
+        assert_eq!(
+            with(&|v| v["data"]["order_id"] = json!("74")),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| v["data"]["order_id"] = json!(1.5)),
+            "invalid_data"
+        );
+        assert_eq!(with(&|v| v["data"]["order_id"] = json!(-3)), "invalid_data");
+        assert_eq!(with(&|v| v["data"]["order_id"] = json!(0)), "invalid_data");
+        assert_eq!(
+            with(&|v| v["data"]["project_id"] = json!("a.b")),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| {
+                v["data"].as_object_mut().unwrap().remove("creator");
+            }),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| v["data"]["region_ids"] = json!(["a"])),
+            "invalid_data"
+        );
+    }
+
+    #[test]
+    fn subject_must_name_the_events_project_and_kind() {
+        let e = created();
+        let bytes = e.to_bytes();
+        for subject in [
+            "coc.job.script.p2.created",
+            "coc.job.script.p1.started",
+            "coc.job.other.p1.created",
+        ] {
+            assert_eq!(
+                decode(subject, &bytes, PREFIX, 65536).unwrap_err().code(),
+                "subject_mismatch",
+                "{subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_created_events_need_no_ticket_facts() {
+        let mut e = created();
+        e.kind = Kind::Started;
+        e.created = None;
+        let got = decode(&e.subject(PREFIX), &e.to_bytes(), PREFIX, 65536).unwrap();
+        assert_eq!(got.kind, Kind::Started);
+        assert!(got.created.is_none());
+    }
+}

@@ -1,0 +1,287 @@
+//! The durable half of the projection, in sled.
+//!
+//! One sled tree holds everything, under one-byte key prefixes, so that a whole batch — the
+//! tickets it changed, the dead letters it produced and the stream position it reached — is one
+//! atomic `apply_batch`. After any crash sled recovers a prefix of the batches, so the stored
+//! position never runs ahead of (or behind) the records written with it.
+//!
+//! | key                                   | value                                |
+//! |---------------------------------------|--------------------------------------|
+//! | `t` project `\0` order_id (u64 BE)    | ticket, JSON ([`Ticket`])            |
+//! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
+//! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
+//! | `m:format`                            | store format version, u64 BE         |
+//!
+//! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
+//! from the records (see [`crate::index`]), because sled writes, not reads, are the bottleneck.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ProjectId;
+use crate::fold::Ticket;
+
+const TICKET: u8 = b't';
+const DEAD: u8 = b'd';
+const APPLIED_SEQ: &[u8] = b"m:applied_seq";
+const FORMAT: &[u8] = b"m:format";
+const FORMAT_VERSION: u64 = 1;
+
+/// A failure of the durable store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled itself failed (I/O, corruption it detected, lock held by another process...).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value could not be decoded: the store was written by something else.
+    #[error("corrupt record under key {key}: {reason}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store was written by an incompatible version of the daemon.
+    #[error("store format {found} is not the supported format {FORMAT_VERSION}")]
+    Format {
+        /// The version found.
+        found: u64,
+    },
+}
+
+/// An event that was refused, kept with everything needed to understand and redrive it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject it was published on.
+    pub subject: String,
+    /// Stable reason code (`malformed_json`, `unknown_ticket`, ...).
+    pub code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// The raw payload, byte for byte.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
+/// Everything one batch changes, written atomically.
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    /// The final state of every ticket the batch touched (each once).
+    pub tickets: Vec<Ticket>,
+    /// The events the batch refused.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The stream sequence of the batch's last message.
+    pub applied_seq: u64,
+}
+
+/// The sled store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+fn ticket_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + project.as_str().len() + 8);
+    k.push(TICKET);
+    k.extend_from_slice(project.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&order_id.to_be_bytes());
+    k
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: hex::encode(key),
+        reason: reason.to_string(),
+    }
+}
+
+fn u64_value(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = v.try_into().map_err(|_| corrupt(key, "not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Serialises a ticket record. JSON: readable in audits, and deterministic for a given ticket.
+pub fn encode_ticket(t: &Ticket) -> Vec<u8> {
+    serde_json::to_vec(t).expect("tickets always serialise")
+}
+
+fn encode_dead_letter(d: &DeadLetter) -> Vec<u8> {
+    let header = serde_json::to_vec(d).expect("dead letters always serialise");
+    let mut v = Vec::with_capacity(4 + header.len() + d.payload.len());
+    v.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    v.extend_from_slice(&header);
+    v.extend_from_slice(&d.payload);
+    v
+}
+
+fn decode_dead_letter(key: &[u8], v: &[u8]) -> Result<DeadLetter, StoreError> {
+    let len = v
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| corrupt(key, "short dead letter"))?;
+    let header = v
+        .get(4..4 + len)
+        .ok_or_else(|| corrupt(key, "short dead letter header"))?;
+    let mut d: DeadLetter = serde_json::from_slice(header).map_err(|e| corrupt(key, e))?;
+    d.payload = v[4 + len..].to_vec();
+    Ok(d)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let store = Self { db };
+        match store.db.get(FORMAT)? {
+            None => {
+                store.db.insert(FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = u64_value(FORMAT, &v)?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format { found });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The last stream sequence whose effects are stored (0: none).
+    pub fn applied_seq(&self) -> Result<u64, StoreError> {
+        match self.db.get(APPLIED_SEQ)? {
+            None => Ok(0),
+            Some(v) => u64_value(APPLIED_SEQ, &v),
+        }
+    }
+
+    /// One ticket.
+    pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
+        let key = ticket_key(project, order_id);
+        self.db
+            .get(&key)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt(&key, e)))
+            .transpose()
+    }
+
+    /// Every ticket, in key order (project, then order_id ascending).
+    pub fn tickets(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
+        self.db.scan_prefix([TICKET]).map(|kv| {
+            let (k, v) = kv?;
+            serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))
+        })
+    }
+
+    /// Every ticket's raw record bytes, in key order: what replay checks compare.
+    pub fn raw_tickets(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.db.scan_prefix([TICKET]).map(|kv| {
+            let (k, v) = kv?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+    }
+
+    /// Every dead letter, in stream order.
+    pub fn dead_letters(&self) -> impl Iterator<Item = Result<DeadLetter, StoreError>> + '_ {
+        self.db.scan_prefix([DEAD]).map(|kv| {
+            let (k, v) = kv?;
+            decode_dead_letter(&k, &v)
+        })
+    }
+
+    /// Writes a batch's effects and its position in one atomic sled batch.
+    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for t in &commit.tickets {
+            batch.insert(ticket_key(&t.project, t.order_id), encode_ticket(t));
+        }
+        for d in &commit.dead_letters {
+            let mut key = vec![DEAD];
+            key.extend_from_slice(&d.seq.to_be_bytes());
+            batch.insert(key, encode_dead_letter(d));
+        }
+        batch.insert(APPLIED_SEQ, &commit.applied_seq.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+
+    fn ticket(project: &str, order_id: u64) -> Ticket {
+        Ticket {
+            project: ProjectId::parse(project).unwrap(),
+            order_id,
+            order_name: "n".into(),
+            execute_uuid: "u".into(),
+            creator: "c".into(),
+            region_ids: "r".into(),
+            job_type: "SCRIPT".into(),
+            gmt_created: 1,
+            gmt_finished: None,
+            execute_costs: None,
+            status: Status::Ready,
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn a_commit_stores_tickets_dead_letters_and_position_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.applied_seq().unwrap(), 0);
+        let dl = DeadLetter {
+            seq: 3,
+            subject: "s".into(),
+            code: "malformed_json".into(),
+            reason: "bad".into(),
+            payload: vec![0, 159, 146, 150, b'{'],
+        };
+        store
+            .commit(&Commit {
+                tickets: vec![ticket("a", 2), ticket("a", 10), ticket("b", 1)],
+                dead_letters: vec![dl.clone()],
+                applied_seq: 3,
+            })
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.applied_seq().unwrap(), 3);
+        let all: Vec<_> = store.tickets().map(Result::unwrap).collect();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|t| (t.project.as_str(), t.order_id))
+            .collect();
+        assert_eq!(keys, [("a", 2), ("a", 10), ("b", 1)]);
+        assert_eq!(
+            store.ticket(&ProjectId::parse("a").unwrap(), 10).unwrap(),
+            Some(ticket("a", 10))
+        );
+        assert_eq!(
+            store.ticket(&ProjectId::parse("b").unwrap(), 10).unwrap(),
+            None
+        );
+        let dls: Vec<_> = store.dead_letters().map(Result::unwrap).collect();
+        assert_eq!(dls, [dl]);
+    }
+}
