@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the daemon: ingest events and serve the API (starts nats-server if none answers).
     Serve,
     /// Publish events: one from flags, or many from a JSON-lines file of CloudEvents.
-    Emit(EmitArgs),
+    Emit(Box<EmitArgs>),
     /// Print the SHA-256 of a token, as `auth.tokens[].sha256` wants it.
     HashToken {
         /// The token.
@@ -104,7 +104,7 @@ pub async fn main() -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     match cli.command {
         Command::Serve => serve(settings).await,
-        Command::Emit(args) => emit(settings, args).await,
+        Command::Emit(args) => emit(settings, *args).await,
         Command::HashToken { token } => {
             println!("{}", hash_token(&token));
             Ok(())

@@ -31,10 +31,10 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         if v.contains('\u{FFFD}') || k.contains('\u{FFFD}') {
             return Err(ApiError::QueryEncoding);
         }
-        if let Some(name) = KNOWN.iter().find(|n| **n == k) {
-            if params.insert(name, v.into_owned()).is_some() {
-                return Err(ApiError::RepeatedParam((*name).to_owned()));
-            }
+        if let Some(name) = KNOWN.iter().find(|n| **n == k)
+            && params.insert(name, v.into_owned()).is_some()
+        {
+            return Err(ApiError::RepeatedParam((*name).to_owned()));
         }
     }
     let get = |k: &str| params.get(k).map(String::as_str);
