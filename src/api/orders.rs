@@ -5,13 +5,20 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, Lang, Localized};
 use crate::auth::ACTION_LIST;
 use crate::domain::{FilterText, Marker, PageLimit, Status, TimeRange};
-use crate::index::Query;
+use crate::index::{Page, Query};
+
+/// The 200 body: `{"data": JobScriptOrderListPage}`, fields in the spec's order.
+#[derive(Debug, Serialize)]
+pub struct ListResponse {
+    /// The page and its total.
+    pub data: Page,
+}
 
 /// The query parameters the endpoint reads; any other parameter is ignored, as COC does.
 const KNOWN: [&str; 7] = [
@@ -60,7 +67,7 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, Localized> {
+) -> Result<Json<ListResponse>, Localized> {
     let lang = Lang::from_headers(&headers);
     let fail = |e: ApiError| Localized(e, lang);
     let principal = state
@@ -75,7 +82,7 @@ pub async fn list(
         .map_err(|e| fail(e.into()))?;
     let query = parse_query(raw.as_deref()).map_err(fail)?;
     let page = state.projection.query(&project, &query);
-    Ok(Json(json!({ "data": page })))
+    Ok(Json(ListResponse { data: page }))
 }
 
 #[cfg(test)]

@@ -1,1 +1,283 @@
+//! Integration tests: real nats-server, real sled, real HTTP.
 
+mod crash;
+mod helpers;
+mod list;
+
+use helpers::*;
+use ticket_ledger::events::Kind;
+
+/// The events behind the spec's example page: five tickets, 74 to 70, with the example's times,
+/// statuses, names and uuids. The page must come back exactly as the spec prints it, with a
+/// total equal to the number of tickets published.
+#[tokio::test]
+async fn the_spec_example_page_comes_back_exactly() {
+    let nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let js = nats.jetstream().await;
+    let who = "xxxxxxxxxxxcontainer1";
+    let p = "proj-a";
+    let events = vec![
+        created(
+            p,
+            70,
+            1689751168547,
+            "111",
+            who,
+            "SCT2023071915xxxxxxxxxxxxx",
+            "***",
+        ),
+        ev(p, 70, Kind::Started, 1689751169000),
+        ev(p, 70, Kind::Abnormal, 1689751170000),
+        created(
+            p,
+            71,
+            1689753553241,
+            "patch_730",
+            who,
+            "SCT2023071915xxxxxxxxxxxxx",
+            "***",
+        ),
+        ev(p, 71, Kind::Started, 1689753554000),
+        ev(p, 71, Kind::Finished, 1689753579363),
+        created(
+            p,
+            72,
+            1690017490247,
+            "xxx",
+            who,
+            "SCT2023072217181xxxxxxxxxx",
+            "***",
+        ),
+        ev(p, 72, Kind::Abnormal, 1690017499000),
+        created(
+            p,
+            73,
+            1690168434460,
+            "071201",
+            who,
+            "SCT2023072411xxxxxxxxxxxxx",
+            "***",
+        ),
+        ev(p, 73, Kind::Started, 1690168435000),
+        ev(p, 73, Kind::Finished, 1690168443277),
+        created(
+            p,
+            74,
+            1690200829451,
+            "071201",
+            who,
+            "SCT20230724201xxxxxxxxxxxx",
+            "***",
+        ),
+        ev(p, 74, Kind::Started, 1690200830000),
+        ev(p, 74, Kind::Paused, 1690200840000),
+        ev(p, 74, Kind::Cancelled, 1690200850293),
+    ];
+    let last = publish(&js, &events).await;
+    app.wait_applied(last).await;
+    let (status, body) = app
+        .get("/v1/job/script/orders", &[("X-Auth-Token", TOKEN_A)])
+        .await;
+    assert_eq!(status, 200);
+    let expected = concat!(
+        r#"{"data":{"total":5,"data":["#,
+        r#"{"order_id":74,"order_name":"071201","execute_uuid":"SCT20230724201xxxxxxxxxxxx","gmt_created":1690200829451,"gmt_finished":1690200850293,"execute_costs":20842,"creator":"xxxxxxxxxxxcontainer1","status":"CANCELED","properties":{"region_ids":"***"}},"#,
+        r#"{"order_id":73,"order_name":"071201","execute_uuid":"SCT2023072411xxxxxxxxxxxxx","gmt_created":1690168434460,"gmt_finished":1690168443277,"execute_costs":8817,"creator":"xxxxxxxxxxxcontainer1","status":"FINISHED","properties":{"region_ids":"***"}},"#,
+        r#"{"order_id":72,"order_name":"xxx","execute_uuid":"SCT2023072217181xxxxxxxxxx","gmt_created":1690017490247,"gmt_finished":null,"execute_costs":null,"creator":"xxxxxxxxxxxcontainer1","status":"ABNORMAL","properties":{"region_ids":"***"}},"#,
+        r#"{"order_id":71,"order_name":"patch_730","execute_uuid":"SCT2023071915xxxxxxxxxxxxx","gmt_created":1689753553241,"gmt_finished":1689753579363,"execute_costs":26122,"creator":"xxxxxxxxxxxcontainer1","status":"FINISHED","properties":{"region_ids":"***"}},"#,
+        r#"{"order_id":70,"order_name":"111","execute_uuid":"SCT2023071915xxxxxxxxxxxxx","gmt_created":1689751168547,"gmt_finished":null,"execute_costs":null,"creator":"xxxxxxxxxxxcontainer1","status":"ABNORMAL","properties":{"region_ids":"***"}}"#,
+        r#"]}}"#
+    );
+    assert_eq!(body, expected);
+    app.stop().await;
+}
+
+/// Malformed JSON, wrong types, unknown kinds, illegal transitions, oversized payloads and
+/// duplicates, mixed into good events: ingestion never stops, each bad one is dead-lettered with
+/// its reason, each good one is applied.
+#[tokio::test]
+async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
+    let nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let js = nats.jetstream().await;
+    let p = "proj-a";
+    let good =
+        |e: &ticket_ledger::events::NewEvent| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()));
+    let c1 = created(p, 1, 1_000, "one", "alice", "u1", "r");
+    let s1 = ev(p, 1, Kind::Started, 2_000);
+    let mut wrong_type = ev(p, 1, Kind::Paused, 2_500).to_json();
+    wrong_type["data"]["order_id"] = serde_json::json!("1");
+    let mut unknown_kind = ev(p, 1, Kind::Paused, 2_500).to_json();
+    unknown_kind["type"] = serde_json::json!("coc.job.script.exploded");
+    let mut oversized = created(p, 2, 1_000, "big", "bob", "u2", "r").to_json();
+    oversized["data"]["padding"] = serde_json::json!("x".repeat(70_000));
+    let f1 = ev(p, 1, Kind::Finished, 3_000);
+    let late = ev(p, 1, Kind::Started, 4_000); // illegal: ticket 1 is FINISHED
+    let orphan = ev(p, 9, Kind::Started, 4_000); // unknown ticket
+    let c3 = created(p, 3, 5_000, "three", "carol", "u3", "r");
+    let messages = vec![
+        good(&c1),
+        (format!("{PREFIX}.{p}.started"), b"{not json".to_vec(), None),
+        good(&s1),
+        (
+            format!("{PREFIX}.{p}.paused"),
+            serde_json::to_vec(&wrong_type).unwrap(),
+            None,
+        ),
+        (
+            format!("{PREFIX}.{p}.paused"),
+            serde_json::to_vec(&unknown_kind).unwrap(),
+            None,
+        ),
+        (
+            format!("{PREFIX}.{p}.created"),
+            serde_json::to_vec(&oversized).unwrap(),
+            None,
+        ),
+        good(&f1),
+        // the same event again, without Nats-Msg-Id so JetStream keeps it: a duplicate
+        (s1.subject(PREFIX), s1.to_bytes(), None),
+        good(&late),
+        good(&orphan),
+        (format!("{PREFIX}.proj-b.created"), c3.to_bytes(), None), // subject names another project
+        good(&c3),
+    ];
+    let last = publish_raw(&js, messages).await;
+    assert_eq!(last, 12);
+    app.wait_applied(last).await;
+
+    let dead: Vec<(u64, String)> = app
+        .projection
+        .store()
+        .dead_letters()
+        .map(|d| d.map(|d| (d.seq, d.code)).unwrap())
+        .collect();
+    let want: Vec<(u64, String)> = [
+        (2, "malformed_json"),
+        (4, "invalid_data"),
+        (5, "unknown_kind"),
+        (6, "oversized"),
+        (9, "ticket_closed"),
+        (10, "unknown_ticket"),
+        (11, "subject_mismatch"),
+    ]
+    .iter()
+    .map(|(s, c)| (*s, c.to_string()))
+    .collect();
+    assert_eq!(dead, want);
+    let first = app
+        .projection
+        .store()
+        .dead_letters()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.payload, b"{not json", "the raw bytes are kept");
+
+    let page = app.list("").await;
+    assert_eq!(page["data"]["total"], 2);
+    let rows = page["data"]["data"].as_array().unwrap();
+    assert_eq!(rows[0]["order_id"], 3);
+    assert_eq!(rows[0]["status"], "READY");
+    assert_eq!(rows[1]["order_id"], 1);
+    assert_eq!(rows[1]["status"], "FINISHED");
+    assert_eq!(rows[1]["execute_costs"], 2_000);
+
+    let t1 = app
+        .projection
+        .ticket(&"proj-a".parse_project(), 1)
+        .unwrap()
+        .unwrap();
+    let outcomes: Vec<String> = t1
+        .history
+        .iter()
+        .map(|h| {
+            serde_json::to_value(&h.outcome).unwrap()["outcome"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["applied", "applied", "applied", "duplicate", "rejected"]
+    );
+    app.stop().await;
+}
+
+/// A daemon stopped and started again resumes right after its stored position: events published
+/// while it was down are applied, nothing is applied twice.
+#[tokio::test]
+async fn a_restarted_daemon_resumes_after_its_stored_position() {
+    let nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let js = nats.jetstream().await;
+    let p = "proj-a";
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let last = publish(&js, &[created(p, 1, 1_000, "one", "alice", "u1", "r")]).await;
+    app.wait_applied(last).await;
+    app.stop().await;
+
+    let last = publish(
+        &js,
+        &[
+            ev(p, 1, Kind::Started, 2_000),
+            created(p, 2, 3_000, "two", "bob", "u2", "r"),
+        ],
+    )
+    .await;
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    assert_eq!(
+        app.projection.ticket_count(),
+        1,
+        "view rebuilt from the store"
+    );
+    app.wait_applied(last).await;
+    let page = app.list("").await;
+    assert_eq!(page["data"]["total"], 2);
+    assert_eq!(page["data"]["data"][1]["status"], "PROCESSING");
+    let t1 = app
+        .projection
+        .ticket(&"proj-a".parse_project(), 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(t1.history.len(), 2, "each event recorded once");
+    app.stop().await;
+}
+
+/// Stopping the broker does not stop the API; when it comes back the daemon reconnects by itself
+/// and catches up.
+#[tokio::test]
+async fn the_api_answers_while_nats_is_away_and_ingest_catches_up() {
+    let mut nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let p = "proj-a";
+    let js = nats.jetstream().await;
+    let last = publish(&js, &[created(p, 1, 1_000, "one", "alice", "u1", "r")]).await;
+    app.wait_applied(last).await;
+
+    nats.stop();
+    let page = app.list("").await;
+    assert_eq!(page["data"]["total"], 1, "served from the projection");
+    nats.start_again();
+
+    let js = nats.jetstream().await;
+    let last = publish(&js, &[created(p, 2, 2_000, "two", "bob", "u2", "r")]).await;
+    app.wait_applied(last).await;
+    assert_eq!(app.list("").await["data"]["total"], 2);
+    app.stop().await;
+}
+
+trait ParseProject {
+    fn parse_project(&self) -> ticket_ledger::domain::ProjectId;
+}
+
+impl ParseProject for str {
+    fn parse_project(&self) -> ticket_ledger::domain::ProjectId {
+        ticket_ledger::domain::ProjectId::parse(self).unwrap()
+    }
+}

@@ -1,0 +1,197 @@
+//! SIGKILL the real daemon binary at random moments while it ingests, restart it, and compare
+//! the store with a single uninterrupted fold of the same events.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ticket_ledger::batch::{DecodeRules, MemoryProjection, RawMessage};
+use ticket_ledger::events::{Kind, NewEvent};
+use ticket_ledger::store::{Store, encode_ticket};
+
+use crate::helpers::*;
+
+/// A realistic history: tickets with 2–5 events each, interleaved, with a few bad events.
+fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
+    let mut seed: u64 = 7;
+    let mut rnd = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut lanes: Vec<Vec<NewEvent>> = Vec::new();
+    for order_id in 1..=tickets {
+        let p = ["proj-a", "proj-b"][rnd(2) as usize];
+        let t = 1_700_000_000_000 + order_id as i64 * 1_000;
+        let mut lane = vec![created(
+            p,
+            order_id,
+            t,
+            "job",
+            "alice",
+            &format!("u{order_id}"),
+            "r",
+        )];
+        lane.push(ev(p, order_id, Kind::Started, t + 1));
+        match rnd(4) {
+            0 => {}
+            1 => lane.push(ev(p, order_id, Kind::Finished, t + 500)),
+            2 => {
+                lane.push(ev(p, order_id, Kind::Abnormal, t + 2));
+                lane.push(ev(p, order_id, Kind::Resumed, t + 3));
+                lane.push(ev(p, order_id, Kind::Cancelled, t + 900));
+            }
+            _ => {
+                lane.push(ev(p, order_id, Kind::Paused, t + 2));
+                lane.push(ev(p, order_id, Kind::Started, t + 3)); // illegal: dead letter
+            }
+        }
+        lanes.push(lane);
+    }
+    // Interleave: repeatedly take the next event of a random live ticket among a window.
+    let mut out = Vec::new();
+    let mut cursor: Vec<usize> = vec![0; lanes.len()];
+    let mut live: Vec<usize> = Vec::new();
+    let mut next_lane = 0;
+    while next_lane < lanes.len() || !live.is_empty() {
+        while live.len() < 64 && next_lane < lanes.len() {
+            live.push(next_lane);
+            next_lane += 1;
+        }
+        let pick = rnd(live.len() as u64) as usize;
+        let lane = live[pick];
+        let e = &lanes[lane][cursor[lane]];
+        out.push((e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())));
+        if rnd(200) == 0 {
+            out.push((
+                format!("{PREFIX}.proj-a.started"),
+                b"{garbage".to_vec(),
+                None,
+            ));
+        }
+        cursor[lane] += 1;
+        if cursor[lane] == lanes[lane].len() {
+            live.swap_remove(pick);
+        }
+    }
+    out
+}
+
+fn spawn_daemon(nats_url: &str, store: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+        .arg("serve")
+        .env("TICKET_LEDGER_NATS__URL", nats_url)
+        .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+        .env("TICKET_LEDGER_STORE__PATH", store)
+        .env("TICKET_LEDGER_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TICKET_LEDGER_INGEST__BATCH_SIZE", "250")
+        .env("TICKET_LEDGER_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the daemon")
+}
+
+fn stored_seq(store: &std::path::Path) -> u64 {
+    if !store.exists() {
+        return 0;
+    }
+    Store::open(store).unwrap().applied_seq().unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let messages = history(12_000);
+    let n = messages.len() as u64;
+    assert!(n >= 30_000, "{n} events");
+    let last = publish_raw(&js, messages.clone()).await;
+    assert_eq!(last, n, "a fresh stream numbers the events 1..=n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("ledger");
+    let port = free_port();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut positions = Vec::new();
+    for _ in 0..10 {
+        if stored_seq(&store) >= n {
+            break;
+        }
+        let mut child = spawn_daemon(&nats.url(), &store, port);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let delay = 100 + (seed >> 33) % 400;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        positions.push(stored_seq(&store));
+    }
+    let killed_mid_ingest = positions.iter().filter(|p| **p > 0 && **p < n).count();
+    assert!(
+        killed_mid_ingest >= 3,
+        "too few kills landed mid-ingest to prove anything: positions {positions:?} of {n}"
+    );
+
+    // One last run to the end, then a graceful stop.
+    let mut child = spawn_daemon(&nats.url(), &store, port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "did not catch up");
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && let Ok(v) = r.json::<serde_json::Value>().await
+            && v["applied_seq"].as_u64() == Some(n)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success(), "graceful stop");
+
+    // The reference: the pure fold of the same events, uninterrupted.
+    let rules = DecodeRules {
+        subject_prefix: PREFIX.into(),
+        max_event_bytes: 65536,
+    };
+    let raw: Vec<RawMessage> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, (subject, payload, _))| RawMessage {
+            seq: i as u64 + 1,
+            subject,
+            payload: payload.into(),
+        })
+        .collect();
+    let mut reference = MemoryProjection::default();
+    reference.fold(&raw, &rules);
+
+    let stored = Store::open(&store).unwrap();
+    assert_eq!(stored.applied_seq().unwrap(), n);
+    let got: Vec<Vec<u8>> = stored.raw_tickets().map(|r| r.unwrap().1).collect();
+    let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();
+    assert_eq!(got.len(), 12_000);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g,
+            w,
+            "record {i} differs:\n stored   {}\n expected {}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
+    let dead: Vec<_> = stored.dead_letters().map(Result::unwrap).collect();
+    assert_eq!(dead.len(), reference.dead_letters.len());
+    for (d, r) in dead.iter().zip(&reference.dead_letters) {
+        assert_eq!((d.seq, &d.code, &d.payload), (r.seq, &r.code, &r.payload));
+    }
+}

@@ -1,0 +1,298 @@
+//! Test harness: a real `nats-server` per test on a free port with its own JetStream dir, and the
+//! real daemon (in-process via `App`, or as the compiled binary) with its own sled dir. Everything
+//! is cleaned up on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use tempfile::TempDir;
+use ticket_ledger::app::App;
+use ticket_ledger::auth::hash_token;
+use ticket_ledger::config::{Embedded, Settings, TokenSettings};
+use ticket_ledger::domain::ProjectId;
+use ticket_ledger::events::{CreatedData, Kind, NewEvent};
+use ticket_ledger::projection::Projection;
+use tokio_util::sync::CancellationToken;
+
+pub const PREFIX: &str = "coc.job.script";
+/// Grants proj-a only, with the list action.
+pub const TOKEN_A: &str = "token-a";
+/// Grants proj-a and proj-b, with the list action.
+pub const TOKEN_AB: &str = "token-ab";
+/// Grants proj-a, but no action.
+pub const TOKEN_NO_ACTION: &str = "token-no-action";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_binary() -> PathBuf {
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+    {
+        let p = dir.join("nats-server");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("nats-server not found: `apt-get install nats-server` (.ci/run does it)")
+}
+
+/// A real nats-server with JetStream, on a free port, with its own store dir.
+pub struct NatsServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let mut s = NatsServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        s.start_again();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and dir.
+    pub fn start_again(&mut self) {
+        let child = Command::new(nats_binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        let client = async_nats::connect(self.url()).await.unwrap();
+        jetstream::new(client)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Settings for a daemon under test: its own store, a free HTTP port, the test broker.
+pub fn settings(nats_url: &str, store: &Path) -> Settings {
+    let mut s = Settings::defaults();
+    s.http.listen = "127.0.0.1:0".parse().unwrap();
+    s.store.path = store.to_owned();
+    s.nats.url = nats_url.to_owned();
+    s.nats.embedded = Embedded::Never;
+    s.auth.tokens = vec![
+        token("a", TOKEN_A, &["proj-a"], &["coc:job:list"]),
+        token("ab", TOKEN_AB, &["proj-a", "proj-b"], &["coc:job:list"]),
+        token("no-action", TOKEN_NO_ACTION, &["proj-a"], &[]),
+    ];
+    s
+}
+
+fn token(name: &str, token: &str, projects: &[&str], actions: &[&str]) -> TokenSettings {
+    TokenSettings {
+        name: name.into(),
+        sha256: hash_token(token),
+        projects: projects.iter().map(|s| s.to_string()).collect(),
+        actions: actions.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The daemon, in-process.
+pub struct TestApp {
+    pub port: u16,
+    pub projection: Arc<Projection>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn(nats_url: &str, store: &Path) -> Self {
+        let app = App::build(settings(nats_url, store)).await.expect("build");
+        let port = app.port();
+        let projection = app.projection();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(app.run(cancel.clone()));
+        TestApp {
+            port,
+            projection,
+            cancel,
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Graceful stop: waits for the current batch, flushes the store.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    /// Waits until every event through `seq` is applied.
+    pub async fn wait_applied(&self, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.projection.applied_seq() < seq {
+            assert!(
+                Instant::now() < deadline,
+                "applied {} of {seq}",
+                self.projection.applied_seq()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    /// GET with headers; returns status and raw body.
+    pub async fn get(&self, path_and_query: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.http.get(self.url(path_and_query));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// GET the list as token A; returns the parsed body.
+    pub async fn list(&self, query: &str) -> serde_json::Value {
+        let (status, body) = self
+            .get(
+                &format!("/v1/job/script/orders{query}"),
+                &[("X-Auth-Token", TOKEN_A)],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Builds an event.
+pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "test-executor".into(),
+        kind,
+        time_ms,
+        project: ProjectId::parse(project).unwrap(),
+        order_id,
+        created: None,
+    }
+}
+
+/// Builds a `created` event.
+pub fn created(
+    project: &str,
+    order_id: u64,
+    time_ms: i64,
+    name: &str,
+    creator: &str,
+    execute_uuid: &str,
+    region_ids: &str,
+) -> NewEvent {
+    let mut e = ev(project, order_id, Kind::Created, time_ms);
+    e.created = Some(CreatedData {
+        execute_uuid: execute_uuid.into(),
+        order_name: name.into(),
+        creator: creator.into(),
+        region_ids: region_ids.into(),
+        job_type: "SCRIPT".into(),
+    });
+    e
+}
+
+/// Makes sure the stream exists (as the daemon would), so publishing never races its creation.
+pub async fn ensure_stream(js: &jetstream::Context) {
+    let s = Settings::defaults();
+    ticket_ledger::broker::ensure_stream(js, &s.nats)
+        .await
+        .unwrap();
+}
+
+/// Publishes events in order with `Nats-Msg-Id`; returns the last stream sequence.
+pub async fn publish(js: &jetstream::Context, events: &[NewEvent]) -> u64 {
+    let raw: Vec<(String, Vec<u8>, Option<String>)> = events
+        .iter()
+        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))
+        .collect();
+    publish_raw(js, raw).await
+}
+
+/// Publishes raw messages in order (optionally with a `Nats-Msg-Id`); returns the last sequence.
+pub async fn publish_raw(
+    js: &jetstream::Context,
+    messages: Vec<(String, Vec<u8>, Option<String>)>,
+) -> u64 {
+    ensure_stream(js).await;
+    let mut acks = Vec::new();
+    let mut last = 0;
+    for (subject, payload, id) in messages {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = id {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
+        acks.push(
+            js.publish_with_headers(subject, headers, payload.into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() >= 500 {
+            for a in acks.drain(..) {
+                last = last.max(a.await.unwrap().sequence);
+            }
+        }
+    }
+    for a in acks {
+        last = last.max(a.await.unwrap().sequence);
+    }
+    last
+}
