@@ -219,7 +219,8 @@ async fn bad_requests_get_a_huawei_shaped_4xx_in_the_requested_language() {
     let app = TestApp::spawn(&nats.url(), store.path()).await;
     let a = [("X-Auth-Token", TOKEN_A)];
     let long = "x".repeat(129);
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("limit=0".into(), a.to_vec(), 400, "COC.00040001"),
         ("limit=101".into(), a.to_vec(), 400, "COC.00040001"),
         ("limit=ten".into(), a.to_vec(), 400, "COC.00040001"),
