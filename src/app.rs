@@ -8,17 +8,17 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, router};
+use crate::api::{Admin, AppState, router};
 use crate::auth::Authenticator;
 use crate::broker::{self, Broker};
 use crate::config::Settings;
 use crate::ingest;
-use crate::projection::Projection;
+use crate::projection::Ledger;
 
 /// A built, not yet running daemon.
 pub struct App {
     settings: Settings,
-    projection: Arc<Projection>,
+    ledger: Arc<Ledger>,
     auth: Arc<Authenticator>,
     broker: Broker,
     listener: TcpListener,
@@ -31,12 +31,12 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let auth = Authenticator::from_settings(&settings.auth).context("auth.tokens")?;
         let path = settings.store.path.clone();
-        let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
+        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
             .await?
             .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
         tracing::info!(
-            tickets = projection.ticket_count(),
-            applied_seq = projection.applied_seq(),
+            tickets = ledger.current().ticket_count(),
+            applied_seq = ledger.current().applied_seq(),
             "store open"
         );
         let broker = broker::connect(&settings.nats).await?;
@@ -46,7 +46,7 @@ impl App {
         let port = listener.local_addr()?.port();
         Ok(Self {
             settings,
-            projection: Arc::new(projection),
+            ledger: Arc::new(ledger),
             auth: Arc::new(auth),
             broker,
             listener,
@@ -59,24 +59,29 @@ impl App {
         self.port
     }
 
-    /// The projection (for tests and tools running in the same process).
-    pub fn projection(&self) -> Arc<Projection> {
-        self.projection.clone()
+    /// The ledger (for tests and tools running in the same process).
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
     }
 
     /// Serves the API and runs the ingest loop until `cancel` fires; then lets the current batch
     /// finish, flushes the store and stops the child broker, if any.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let state = AppState {
-            projection: self.projection.clone(),
+            ledger: self.ledger.clone(),
             auth: self.auth.clone(),
             ready_max_lag: self.settings.http.ready_max_lag,
+            admin: Arc::new(Admin::new(
+                self.broker.client.clone(),
+                self.settings.nats.clone(),
+                self.settings.ingest.clone(),
+            )),
         };
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, embedded_nats = self.broker.is_embedded(), "listening");
         let ingest = tokio::spawn(ingest::run(
             self.broker.client.clone(),
-            self.projection.clone(),
+            self.ledger.clone(),
             self.settings.nats.clone(),
             self.settings.ingest.clone(),
             cancel.clone(),
@@ -86,7 +91,7 @@ impl App {
         let served = server.await.context("HTTP server");
         cancel.cancel();
         ingest.await.context("ingest task")?;
-        let projection = self.projection.clone();
+        let projection = self.ledger.current();
         tokio::task::spawn_blocking(move || projection.store().flush())
             .await?
             .context("flushing the store")?;

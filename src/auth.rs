@@ -12,6 +12,10 @@ use crate::domain::ProjectId;
 
 /// Action of the list endpoint (the COC IAM action).
 pub const ACTION_LIST: &str = "coc:job:list";
+/// Action of the detail endpoint (the COC IAM action).
+pub const ACTION_GET: &str = "coc:job:get";
+/// Ledger administration: dead letters, redrive, replay, the records export used by `verify`.
+pub const ACTION_ADMIN: &str = "coc:ledger:admin";
 
 /// Who a valid token speaks for, and what it may do.
 #[derive(Debug, Clone)]
@@ -127,6 +131,15 @@ impl Authenticator {
 }
 
 impl Principal {
+    /// Whether the principal may perform an action that is not about one project.
+    pub fn require(&self, action: &'static str) -> Result<(), AuthError> {
+        if self.actions.iter().any(|a| a == action) {
+            Ok(())
+        } else {
+            Err(AuthError::ActionDenied(action))
+        }
+    }
+
     /// Decides which project a request reads and whether it may perform `action` there.
     ///
     /// `x-project-id` picks the project and must be granted; without it, a token of exactly one
@@ -152,9 +165,7 @@ impl Principal {
                 _ => return Err(AuthError::ProjectRequired),
             },
         };
-        if !self.actions.iter().any(|a| a == action) {
-            return Err(AuthError::ActionDenied(action));
-        }
+        self.require(action)?;
         Ok(project)
     }
 }

@@ -21,6 +21,33 @@ pub struct RawMessage {
     pub subject: String,
     /// Payload bytes.
     pub payload: bytes::Bytes,
+    /// Set when `ticket-ledger redrive` republished a dead letter: the sequence of the original
+    /// (header [`REDRIVE_HEADER`]).
+    pub redrive_of: Option<u64>,
+}
+
+/// Header that marks a republished dead letter with the sequence of the original.
+pub const REDRIVE_HEADER: &str = "Ledger-Redrive-Of";
+
+impl RawMessage {
+    /// Reads the sequence, subject, payload and redrive header of a JetStream message.
+    pub fn from_jetstream(m: &async_nats::jetstream::Message) -> anyhow::Result<Self> {
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("reading the message's stream sequence: {e}"))?
+            .stream_sequence;
+        let redrive_of = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REDRIVE_HEADER))
+            .and_then(|v| v.as_str().parse().ok());
+        Ok(RawMessage {
+            seq,
+            subject: m.subject.to_string(),
+            payload: m.payload.clone(),
+            redrive_of,
+        })
+    }
 }
 
 /// How messages are decoded.
@@ -50,8 +77,12 @@ pub fn fold_batch<E>(
     let mut order: Vec<TicketKey> = Vec::new();
     let mut dead_letters = Vec::new();
     let mut last = applied_seq;
+    let mut redriven = Vec::new();
     for m in messages.iter().filter(|m| m.seq > applied_seq) {
         last = last.max(m.seq);
+        if let Some(original) = m.redrive_of {
+            redriven.push((original, m.seq));
+        }
         let event = match events::decode(
             &m.subject,
             &m.payload,
@@ -83,6 +114,7 @@ pub fn fold_batch<E>(
     Ok(Commit {
         tickets,
         dead_letters,
+        redriven,
         applied_seq: last,
     })
 }
@@ -94,6 +126,7 @@ fn dead_letter(m: &RawMessage, code: &str, reason: String) -> DeadLetter {
         code: code.to_owned(),
         reason,
         payload: m.payload.to_vec(),
+        redriven_by: None,
     }
 }
 
@@ -121,6 +154,11 @@ impl MemoryProjection {
             .unwrap_or_else(|e| match e {});
         for t in commit.tickets {
             self.tickets.insert((t.project.clone(), t.order_id), t);
+        }
+        for (original, by) in commit.redriven {
+            if let Some(d) = self.dead_letters.iter_mut().find(|d| d.seq == original) {
+                d.redriven_by = Some(by);
+            }
         }
         self.dead_letters.extend(commit.dead_letters);
         self.applied_seq = commit.applied_seq;
@@ -158,6 +196,7 @@ mod tests {
             seq,
             subject: e.subject("coc.job.script"),
             payload: e.to_bytes().into(),
+            redrive_of: None,
         }
     }
 
@@ -170,6 +209,7 @@ mod tests {
                 seq: 4,
                 subject: "coc.job.script.p.started".into(),
                 payload: b"{oops".to_vec().into(),
+                redrive_of: None,
             },
             msg(5, Kind::Finished, 1, "d", 40),
             msg(6, Kind::Started, 1, "e", 50),

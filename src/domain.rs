@@ -32,6 +32,9 @@ pub enum DomainError {
     /// A free-text filter is empty or longer than allowed.
     #[error("{field} must be 1 to {max} characters long")]
     Text { field: &'static str, max: usize },
+    /// A count or sequence parameter is not a non-negative integer.
+    #[error("{0} must be a non-negative integer")]
+    Number(&'static str),
     /// A project id is empty, too long or has characters a NATS subject token cannot carry.
     #[error("project id must be 1 to 64 characters of letters, digits, '-' or '_'")]
     ProjectId,

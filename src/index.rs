@@ -109,6 +109,8 @@ pub struct Page {
 #[derive(Default)]
 struct ProjectRows {
     rows: BTreeMap<u64, Row>,
+    /// `execute_uuid` → `order_id`, for the detail endpoint.
+    by_uuid: HashMap<String, u64>,
 }
 
 /// The query view of every project.
@@ -129,11 +131,19 @@ impl Index {
                 c
             }
         };
+        let p = self.projects.entry(t.project.clone()).or_default();
+        p.by_uuid.insert(t.execute_uuid.clone(), t.order_id);
+        p.rows.insert(t.order_id, Row::from_ticket(t, creator));
+    }
+
+    /// The `order_id` of a project's ticket with this `execute_uuid`. (Should two tickets share a
+    /// uuid, the one written last wins.)
+    pub fn order_of(&self, project: &ProjectId, execute_uuid: &str) -> Option<u64> {
         self.projects
-            .entry(t.project.clone())
-            .or_default()
-            .rows
-            .insert(t.order_id, Row::from_ticket(t, creator));
+            .get(project)?
+            .by_uuid
+            .get(execute_uuid)
+            .copied()
     }
 
     /// Number of tickets in all projects.

@@ -21,23 +21,23 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{DecodeRules, RawMessage, fold_batch};
 use crate::broker::ensure_stream;
 use crate::config::{IngestSettings, NatsSettings};
-use crate::projection::Projection;
+use crate::projection::Ledger;
 use crate::store::Commit;
 
 /// Runs until `cancel` fires, reconnecting with backoff whenever the broker goes away.
 pub async fn run(
     client: async_nats::Client,
-    projection: Arc<Projection>,
+    ledger: Arc<Ledger>,
     nats: NatsSettings,
     ingest: IngestSettings,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        match consume(&client, &projection, &nats, &ingest, &cancel).await {
+        match consume(&client, &ledger, &nats, &ingest, &cancel).await {
             Ok(()) => break,
             Err(e) => {
-                projection.set_broker_state(false, None);
+                ledger.set_broker_state(false, None);
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "ingest interrupted");
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -47,12 +47,15 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(applied_seq = projection.applied_seq(), "ingest stopped");
+    tracing::info!(
+        applied_seq = ledger.current().applied_seq(),
+        "ingest stopped"
+    );
 }
 
 async fn consume(
     client: &async_nats::Client,
-    projection: &Arc<Projection>,
+    ledger: &Arc<Ledger>,
     nats: &NatsSettings,
     ingest: &IngestSettings,
     cancel: &CancellationToken,
@@ -60,7 +63,7 @@ async fn consume(
     let js = jetstream::new(client.clone());
     let stream = ensure_stream(&js, nats).await?;
     let state = stream.get_info().await.context("stream info")?.state;
-    let applied = projection.applied_seq();
+    let applied = ledger.current().applied_seq();
     if state.messages > 0 && state.first_sequence > applied + 1 {
         tracing::error!(
             first_sequence = state.first_sequence,
@@ -79,7 +82,7 @@ async fn consume(
              stored position are skipped"
         );
     }
-    projection.set_broker_state(true, Some(state.last_sequence));
+    ledger.set_broker_state(true, Some(state.last_sequence));
     let consumer = stream
         .create_consumer(consumer::push::OrderedConfig {
             deliver_subject: client.new_inbox(),
@@ -115,18 +118,13 @@ async fn consume(
                 let mut batch = Vec::with_capacity(chunk.len());
                 for m in chunk {
                     let m = m.context("reading from the consumer")?;
-                    let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                    batch.push(RawMessage {
-                        seq,
-                        subject: m.subject.to_string(),
-                        payload: m.payload.clone(),
-                    });
+                    batch.push(RawMessage::from_jetstream(&m)?);
                 }
-                apply(projection.clone(), batch, rules.clone()).await?;
+                apply(ledger.clone(), batch, rules.clone()).await?;
             }
             _ = tick.tick() => {
                 let last = stream.get_info().await.context("stream info")?.state.last_sequence;
-                projection.set_broker_state(true, Some(last));
+                ledger.set_broker_state(true, Some(last));
             }
         }
     }
@@ -134,11 +132,15 @@ async fn consume(
 
 /// Folds one batch and commits it, off the async threads (sled blocks).
 async fn apply(
-    projection: Arc<Projection>,
+    ledger: Arc<Ledger>,
     batch: Vec<RawMessage>,
     rules: DecodeRules,
 ) -> anyhow::Result<()> {
     let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<Commit> {
+        // The lock makes a blue/green switch-over wait for this commit, or this commit wait for
+        // the switch-over; either way the batch lands in the projection that is live after it.
+        let _commit = ledger.commit_lock();
+        let projection = ledger.current();
         let applied = projection.applied_seq();
         let commit = fold_batch(&batch, applied, &rules, |(p, o)| projection.ticket(p, *o))?;
         if commit.applied_seq > applied {

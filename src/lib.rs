@@ -20,6 +20,7 @@
 //! - [`projection`]: store + query view kept in step; what ingest writes and the API reads.
 //! - [`broker`]: the NATS connection, the event stream, and a child `nats-server` when needed.
 //! - [`ingest`]: the loop: ordered consumer from the stored position, fold, commit; reconnects.
+//! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
 //! - [`auth`]: hashed tokens, grants and tenancy.
 //! - [`api`]: the axum router, handlers and Huawei-shaped errors.
 //! - [`app`]: `App::build` / `App::run`: start-up and graceful shutdown.
@@ -38,5 +39,6 @@ pub mod fold;
 pub mod index;
 pub mod ingest;
 pub mod projection;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

@@ -64,6 +64,10 @@ pub struct DeadLetter {
     /// The raw payload, byte for byte.
     #[serde(skip)]
     pub payload: Vec<u8>,
+    /// The stream sequence of the copy `ticket-ledger redrive` republished, once it has been
+    /// folded (whatever its outcome: a copy that is refused again is a dead letter of its own).
+    #[serde(default)]
+    pub redriven_by: Option<u64>,
 }
 
 /// Everything one batch changes, written atomically.
@@ -73,6 +77,8 @@ pub struct Commit {
     pub tickets: Vec<Ticket>,
     /// The events the batch refused.
     pub dead_letters: Vec<DeadLetter>,
+    /// Dead letters whose redriven copy the batch folded: (original sequence, copy's sequence).
+    pub redriven: Vec<(u64, u64)>,
     /// The stream sequence of the batch's last message.
     pub applied_seq: u64,
 }
@@ -81,6 +87,12 @@ pub struct Commit {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+}
+
+fn dead_key(seq: u64) -> Vec<u8> {
+    let mut key = vec![DEAD];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 fn ticket_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
@@ -202,9 +214,15 @@ impl Store {
             batch.insert(ticket_key(&t.project, t.order_id), encode_ticket(t));
         }
         for d in &commit.dead_letters {
-            let mut key = vec![DEAD];
-            key.extend_from_slice(&d.seq.to_be_bytes());
-            batch.insert(key, encode_dead_letter(d));
+            batch.insert(dead_key(d.seq), encode_dead_letter(d));
+        }
+        for (original, by) in &commit.redriven {
+            let key = dead_key(*original);
+            if let Some(v) = self.db.get(&key)? {
+                let mut d = decode_dead_letter(&key, &v)?;
+                d.redriven_by = Some(*by);
+                batch.insert(key, encode_dead_letter(&d));
+            }
         }
         batch.insert(APPLIED_SEQ, &commit.applied_seq.to_be_bytes());
         self.db.apply_batch(batch)?;
@@ -256,11 +274,13 @@ mod tests {
             code: "malformed_json".into(),
             reason: "bad".into(),
             payload: vec![0, 159, 146, 150, b'{'],
+            redriven_by: None,
         };
         store
             .commit(&Commit {
                 tickets: vec![ticket("a", 2), ticket("a", 10), ticket("b", 1)],
                 dead_letters: vec![dl.clone()],
+                redriven: vec![],
                 applied_seq: 3,
             })
             .unwrap();

@@ -46,6 +46,23 @@ pub enum ApiError {
     /// No such route.
     #[error("no such resource")]
     NotFound,
+    /// No ticket with this `execute_uuid` in the caller's project.
+    #[error("no ticket with execute_uuid {0:?} in this project")]
+    TicketNotFound(String),
+    /// A rebuild is already running.
+    #[error("a rebuild is already running")]
+    ReplayRunning,
+    /// The stream no longer starts at sequence 1.
+    #[error(
+        "the stream starts at sequence {0}: events 1..{0} were dropped by retention, so a rebuild would miss them; pass accept_partial=true to rebuild from what is left"
+    )]
+    PartialHistory(u64),
+    /// The request body is not what the endpoint takes.
+    #[error("invalid request body: {0}")]
+    Body(String),
+    /// NATS is not reachable now.
+    #[error("the NATS server is not reachable now; try again")]
+    BrokerUnavailable,
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -58,7 +75,15 @@ impl ApiError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Param(_)
+            ApiError::Param(
+                DomainError::Limit { .. }
+                | DomainError::Marker
+                | DomainError::Status
+                | DomainError::Time(_)
+                | DomainError::TimeOrder
+                | DomainError::Text { .. }
+                | DomainError::ProjectId,
+            )
             | ApiError::RepeatedParam(_)
             | ApiError::QueryEncoding
             | ApiError::Auth(AuthError::ProjectRequired | AuthError::InvalidProject) => {
@@ -70,7 +95,10 @@ impl ApiError {
             ApiError::Auth(AuthError::ProjectNotGranted | AuthError::ActionDenied(_)) => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Param(DomainError::Number(_)) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound | ApiError::TicketNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ReplayRunning | ApiError::PartialHistory(_) => StatusCode::CONFLICT,
+            ApiError::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,7 +124,13 @@ impl ApiError {
             ApiError::Auth(AuthError::UnknownToken) => "COC.00040101",
             ApiError::Auth(AuthError::ProjectNotGranted) => "COC.00040300",
             ApiError::Auth(AuthError::ActionDenied(_)) => "COC.00040301",
+            ApiError::Param(DomainError::Number(_)) => "COC.00040010",
+            ApiError::Body(_) => "COC.00040011",
             ApiError::NotFound => "COC.00040400",
+            ApiError::TicketNotFound(_) => "COC.00040709",
+            ApiError::ReplayRunning => "COC.00040901",
+            ApiError::PartialHistory(_) => "COC.00040902",
+            ApiError::BrokerUnavailable => "COC.00050300",
             ApiError::MethodNotAllowed => "COC.00040500",
             ApiError::Internal => "COC.00050000",
         }
@@ -156,7 +190,15 @@ impl ApiError {
             }
             ApiError::Auth(AuthError::ProjectNotGranted) => "该令牌未被授权访问此项目".to_owned(),
             ApiError::Auth(AuthError::ActionDenied(a)) => format!("该令牌未被授权执行操作 {a}"),
+            ApiError::Param(DomainError::Number(name)) => format!("{name} 必须是非负整数"),
+            ApiError::Body(e) => format!("请求体无效：{e}"),
             ApiError::NotFound => "资源不存在".to_owned(),
+            ApiError::TicketNotFound(u) => format!("本项目中不存在 execute_uuid 为 {u:?} 的工单"),
+            ApiError::ReplayRunning => "重建已在进行中".to_owned(),
+            ApiError::PartialHistory(first) => format!(
+                "事件流从序号 {first} 开始：保留策略已删除更早的事件，重建将缺失它们；如接受部分历史，请传 accept_partial=true"
+            ),
+            ApiError::BrokerUnavailable => "当前无法连接 NATS 服务器，请稍后重试".to_owned(),
             ApiError::MethodNotAllowed => "不支持该请求方法".to_owned(),
             ApiError::Internal => "内部错误".to_owned(),
         }

@@ -4,6 +4,7 @@
 //! `tower::ServiceExt::oneshot` without a socket, and [`crate::app::App`] serves the same router.
 
 pub mod error;
+pub mod ledger;
 pub mod orders;
 
 use std::sync::Arc;
@@ -13,24 +14,35 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Authenticator;
-use crate::projection::Projection;
+use crate::auth::{Authenticator, Principal};
+use crate::projection::Ledger;
 use error::{ApiError, Lang};
+pub use ledger::Admin;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The projection to read.
-    pub projection: Arc<Projection>,
+    /// The live projection, and its blue/green switch.
+    pub ledger: Arc<Ledger>,
     /// The configured tokens.
     pub auth: Arc<Authenticator>,
     /// Largest lag (stream last sequence - applied sequence) at which `/readyz` says ready.
     pub ready_max_lag: u64,
+    /// Broker access and rebuild state for the admin endpoints.
+    pub admin: Arc<Admin>,
+}
+
+/// Authenticates the request's `X-Auth-Token`.
+pub fn principal<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Principal, ApiError> {
+    state
+        .auth
+        .authenticate(headers.get("x-auth-token").map(|v| v.as_bytes()))
+        .map_err(ApiError::from)
 }
 
 /// The API.
@@ -39,6 +51,28 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/job/script/orders",
             get(orders::list).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}",
+            get(ledger::detail).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/dead-letters",
+            get(ledger::dead_letters).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/redrive",
+            post(ledger::redrive).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/replay",
+            post(ledger::start_replay)
+                .get(ledger::replay_progress)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/records",
+            get(ledger::records).fallback(method_not_allowed),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -65,11 +99,12 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Readiness: the store is open, the broker connected and the projection caught up.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let p = &state.projection;
+    let l = &state.ledger;
+    let p = l.current();
     let applied = p.applied_seq();
-    let last = p.stream_last_seq();
+    let last = l.stream_last_seq();
     let lag = last.saturating_sub(applied);
-    let connected = p.broker_connected();
+    let connected = l.broker_connected();
     let ready = connected && lag <= state.ready_max_lag;
     let body = json!({
         "ready": ready,

@@ -70,18 +70,15 @@ pub async fn list(
 ) -> Result<Json<ListResponse>, Localized> {
     let lang = Lang::from_headers(&headers);
     let fail = |e: ApiError| Localized(e, lang);
-    let principal = state
-        .auth
-        .authenticate(headers.get("x-auth-token").map(|v| v.as_bytes()))
-        .map_err(|e| fail(e.into()))?;
-    let project = principal
+    let project = super::principal(&state, &headers)
+        .map_err(fail)?
         .authorize(
             headers.get("x-project-id").map(|v| v.as_bytes()),
             ACTION_LIST,
         )
         .map_err(|e| fail(e.into()))?;
     let query = parse_query(raw.as_deref()).map_err(fail)?;
-    let page = state.projection.query(&project, &query);
+    let page = state.ledger.current().query(&project, &query);
     Ok(Json(ListResponse { data: page }))
 }
 

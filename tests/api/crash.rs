@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use ticket_ledger::batch::{DecodeRules, MemoryProjection, RawMessage};
 use ticket_ledger::events::{Kind, NewEvent};
-use ticket_ledger::store::{Store, encode_ticket};
+use ticket_ledger::projection::Ledger;
+use ticket_ledger::store::encode_ticket;
 
 use crate::helpers::*;
 
@@ -96,7 +97,7 @@ fn stored_seq(store: &std::path::Path) -> u64 {
     if !store.exists() {
         return 0;
     }
-    Store::open(store).unwrap().applied_seq().unwrap()
+    Ledger::open(store).unwrap().current().applied_seq()
 }
 
 #[tokio::test]
@@ -169,12 +170,15 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
             seq: i as u64 + 1,
             subject,
             payload: payload.into(),
+            redrive_of: None,
         })
         .collect();
     let mut reference = MemoryProjection::default();
     reference.fold(&raw, &rules);
 
-    let stored = Store::open(&store).unwrap();
+    let ledger = Ledger::open(&store).unwrap();
+    let live = ledger.current();
+    let stored = live.store();
     assert_eq!(stored.applied_seq().unwrap(), n);
     let got: Vec<Vec<u8>> = stored.raw_tickets().map(|r| r.unwrap().1).collect();
     let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();

@@ -16,7 +16,7 @@ use ticket_ledger::auth::hash_token;
 use ticket_ledger::config::{Embedded, Settings, TokenSettings};
 use ticket_ledger::domain::ProjectId;
 use ticket_ledger::events::{CreatedData, Kind, NewEvent};
-use ticket_ledger::projection::Projection;
+use ticket_ledger::projection::{Ledger, Projection};
 use tokio_util::sync::CancellationToken;
 
 pub const PREFIX: &str = "coc.job.script";
@@ -140,7 +140,7 @@ fn token(name: &str, token: &str, projects: &[&str], actions: &[&str]) -> TokenS
 /// The daemon, in-process.
 pub struct TestApp {
     pub port: u16,
-    pub projection: Arc<Projection>,
+    pub ledger: Arc<Ledger>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub http: reqwest::Client,
@@ -150,16 +150,21 @@ impl TestApp {
     pub async fn spawn(nats_url: &str, store: &Path) -> Self {
         let app = App::build(settings(nats_url, store)).await.expect("build");
         let port = app.port();
-        let projection = app.projection();
+        let ledger = app.ledger();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(app.run(cancel.clone()));
         TestApp {
             port,
-            projection,
+            ledger,
             cancel,
             task: Some(task),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The live projection.
+    pub fn projection(&self) -> Arc<Projection> {
+        self.ledger.current()
     }
 
     /// Graceful stop: waits for the current batch, flushes the store.
@@ -173,11 +178,11 @@ impl TestApp {
     /// Waits until every event through `seq` is applied.
     pub async fn wait_applied(&self, seq: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.projection.applied_seq() < seq {
+        while self.projection().applied_seq() < seq {
             assert!(
                 Instant::now() < deadline,
                 "applied {} of {seq}",
-                self.projection.applied_seq()
+                self.projection().applied_seq()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

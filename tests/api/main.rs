@@ -150,7 +150,7 @@ async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     app.wait_applied(last).await;
 
     let dead: Vec<(u64, String)> = app
-        .projection
+        .projection()
         .store()
         .dead_letters()
         .map(|d| d.map(|d| (d.seq, d.code)).unwrap())
@@ -169,7 +169,7 @@ async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     .collect();
     assert_eq!(dead, want);
     let first = app
-        .projection
+        .projection()
         .store()
         .dead_letters()
         .next()
@@ -187,7 +187,7 @@ async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     assert_eq!(rows[1]["execute_costs"], 2_000);
 
     let t1 = app
-        .projection
+        .projection()
         .ticket(&"proj-a".parse_project(), 1)
         .unwrap()
         .unwrap();
@@ -231,7 +231,7 @@ async fn a_restarted_daemon_resumes_after_its_stored_position() {
     .await;
     let app = TestApp::spawn(&nats.url(), store.path()).await;
     assert_eq!(
-        app.projection.ticket_count(),
+        app.projection().ticket_count(),
         1,
         "view rebuilt from the store"
     );
@@ -240,7 +240,7 @@ async fn a_restarted_daemon_resumes_after_its_stored_position() {
     assert_eq!(page["data"]["total"], 2);
     assert_eq!(page["data"]["data"][1]["status"], "PROCESSING");
     let t1 = app
-        .projection
+        .projection()
         .ticket(&"proj-a".parse_project(), 1)
         .unwrap()
         .unwrap();
