@@ -142,19 +142,38 @@ fn spawn_server(binary: &Path, host: &str, port: u16, dir: &Path) -> anyhow::Res
 }
 
 /// Gets the event stream, creating it (file storage, no age limit) when it is missing.
+///
+/// Two processes may race to create it (the daemon and a publisher starting together); the
+/// loser's create fails, so a failed create is followed by another look-up before giving up.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     s: &NatsSettings,
 ) -> anyhow::Result<jetstream::stream::Stream> {
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: s.stream.clone(),
-        subjects: s.subjects.clone(),
-        storage: jetstream::stream::StorageType::File,
-        max_age: Duration::ZERO,
-        ..Default::default()
-    })
-    .await
-    .with_context(|| format!("getting or creating stream {}", s.stream))
+    let mut attempt = 0;
+    loop {
+        if let Ok(stream) = js.get_stream(&s.stream).await {
+            return Ok(stream);
+        }
+        let created = js
+            .create_stream(jetstream::stream::Config {
+                name: s.stream.clone(),
+                subjects: s.subjects.clone(),
+                storage: jetstream::stream::StorageType::File,
+                max_age: Duration::ZERO,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt >= 3 => {
+                return Err(e).with_context(|| format!("creating stream {}", s.stream));
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::audit::{self, AdminClient};
 use crate::auth::hash_token;
 use crate::broker::{ensure_stream, host_port};
 use crate::config::Settings;
@@ -43,6 +44,74 @@ pub enum Command {
         /// The token.
         token: String,
     },
+    /// Show a ticket and every event that touched it, in stream order (action coc:job:get).
+    History {
+        /// The ticket's execute_uuid.
+        execute_uuid: String,
+        /// The project (needed when the token grants several).
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// List the dead letters: refused events with sequence, reason and payload.
+    DeadLetters {
+        /// Also list the ones already redriven.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Re-apply pending dead letters in stream order (after their cause is fixed).
+    Redrive {
+        /// Only these sequences (default: every pending dead letter).
+        #[arg(long = "seq")]
+        seqs: Vec<u64>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Rebuild the projection from the first event of the stream, beside the live one, and
+    /// switch over when caught up; the API keeps answering meanwhile.
+    Replay {
+        /// Rebuild even if retention dropped the start of the stream.
+        #[arg(long)]
+        accept_partial: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Fold the stream from the start and compare it, record by record, with the live
+    /// projection; exits 1 when they differ.
+    Verify {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+/// How the audit commands reach the running daemon.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The daemon's base URL (default: from http.listen).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A token with the needed action (coc:ledger:admin for the ledger commands).
+    #[arg(long, env = "TICKET_LEDGER_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl DaemonArgs {
+    fn client(&self, settings: &Settings) -> AdminClient {
+        let url = self.url.clone().unwrap_or_else(|| {
+            let mut addr = settings.http.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        });
+        AdminClient::new(&url, &self.token)
+    }
 }
 
 /// `emit` arguments.
@@ -108,6 +177,40 @@ pub async fn main() -> anyhow::Result<()> {
         Command::HashToken { token } => {
             println!("{}", hash_token(&token));
             Ok(())
+        }
+        Command::History {
+            execute_uuid,
+            project,
+            daemon,
+        } => audit::history(&daemon.client(&settings), &execute_uuid, project.as_deref()).await,
+        Command::DeadLetters { all, json, daemon } => {
+            audit::dead_letters(&daemon.client(&settings), all, json).await
+        }
+        Command::Redrive { seqs, daemon } => audit::redrive(&daemon.client(&settings), &seqs).await,
+        Command::Replay {
+            accept_partial,
+            daemon,
+        } => audit::replay(&daemon.client(&settings), accept_partial).await,
+        Command::Verify { daemon } => {
+            let report = audit::verify(&settings, &daemon.client(&settings)).await?;
+            if report.differences.is_empty() {
+                println!(
+                    "identical, {} tickets, through sequence {}",
+                    report.tickets, report.through_seq
+                );
+                Ok(())
+            } else {
+                for d in &report.differences {
+                    println!("{d}");
+                }
+                println!(
+                    "DIFFERENT: {} of {} tickets differ (through sequence {})",
+                    report.differences.len(),
+                    report.tickets,
+                    report.through_seq
+                );
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -24,10 +24,13 @@
 //! - [`auth`]: hashed tokens, grants and tenancy.
 //! - [`api`]: the axum router, handlers and Huawei-shaped errors.
 //! - [`app`]: `App::build` / `App::run`: start-up and graceful shutdown.
+//! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
+//!   rebuild with progress, `verify`.
 //! - [`config`], [`telemetry`], [`cli`]: settings, logging and the command line.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod broker;

@@ -122,9 +122,17 @@ pub async fn rebuild(
     let result = run(&ledger, client, &nats, &ingest, &tracker).await;
     match result {
         Ok((generation, tickets)) => {
-            tracing::info!(generation, tickets, "rebuild switched over");
+            let applied = ledger.current().applied_seq();
+            tracing::info!(
+                generation,
+                tickets,
+                applied_seq = applied,
+                "rebuild switched over"
+            );
             tracker.update(|p| {
                 p.phase = Phase::Done;
+                p.done = applied;
+                p.total = applied;
                 p.tickets = Some(tickets);
                 p.eta_secs = Some(0.0);
             });

@@ -26,6 +26,8 @@ pub const TOKEN_A: &str = "token-a";
 pub const TOKEN_AB: &str = "token-ab";
 /// Grants proj-a, but no action.
 pub const TOKEN_NO_ACTION: &str = "token-no-action";
+/// Grants proj-a, every action including the ledger's administration.
+pub const TOKEN_ADMIN: &str = "token-admin";
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -121,9 +123,15 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
     s.nats.url = nats_url.to_owned();
     s.nats.embedded = Embedded::Never;
     s.auth.tokens = vec![
-        token("a", TOKEN_A, &["proj-a"], &["coc:job:list"]),
+        token("a", TOKEN_A, &["proj-a"], &["coc:job:list", "coc:job:get"]),
         token("ab", TOKEN_AB, &["proj-a", "proj-b"], &["coc:job:list"]),
         token("no-action", TOKEN_NO_ACTION, &["proj-a"], &[]),
+        token(
+            "admin",
+            TOKEN_ADMIN,
+            &["proj-a"],
+            &["coc:job:list", "coc:job:get", "coc:ledger:admin"],
+        ),
     ];
     s
 }
@@ -140,6 +148,7 @@ fn token(name: &str, token: &str, projects: &[&str], actions: &[&str]) -> TokenS
 /// The daemon, in-process.
 pub struct TestApp {
     pub port: u16,
+    pub settings: Settings,
     pub ledger: Arc<Ledger>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -148,13 +157,15 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(nats_url: &str, store: &Path) -> Self {
-        let app = App::build(settings(nats_url, store)).await.expect("build");
+        let settings = settings(nats_url, store);
+        let app = App::build(settings.clone()).await.expect("build");
         let port = app.port();
         let ledger = app.ledger();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(app.run(cancel.clone()));
         TestApp {
             port,
+            settings,
             ledger,
             cancel,
             task: Some(task),

@@ -1,5 +1,6 @@
 //! Integration tests: real nats-server, real sled, real HTTP.
 
+mod audit;
 mod crash;
 mod helpers;
 mod list;
