@@ -34,6 +34,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Whether the NATS connection is up right now.
+    pub fn broker_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Wraps the broker connection and settings.
     pub fn new(client: async_nats::Client, nats: NatsSettings, ingest: IngestSettings) -> Self {
         Admin {

@@ -97,14 +97,15 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store is open, the broker connected and the projection caught up.
+/// Readiness: the store is open, the broker connected (the client's connection is up and the
+/// ingest loop has its consumer) and the projection caught up.
 async fn readyz(State(state): State<AppState>) -> Response {
     let l = &state.ledger;
     let p = l.current();
     let applied = p.applied_seq();
     let last = l.stream_last_seq();
     let lag = last.saturating_sub(applied);
-    let connected = l.broker_connected();
+    let connected = l.broker_connected() && state.admin.broker_connected();
     let ready = connected && lag <= state.ready_max_lag;
     let body = json!({
         "ready": ready,

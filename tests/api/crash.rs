@@ -12,7 +12,7 @@ use ticket_ledger::store::encode_ticket;
 use crate::helpers::*;
 
 /// A realistic history: tickets with 2–5 events each, interleaved, with a few bad events.
-fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
+pub fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
     let mut seed: u64 = 7;
     let mut rnd = move |n: u64| {
         seed = seed
@@ -85,7 +85,7 @@ fn spawn_daemon(nats_url: &str, store: &std::path::Path, port: u16) -> Child {
         .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
         .env("TICKET_LEDGER_STORE__PATH", store)
         .env("TICKET_LEDGER_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TICKET_LEDGER_INGEST__BATCH_SIZE", "250")
+        .env("TICKET_LEDGER_INGEST__BATCH_SIZE", "200")
         .env("TICKET_LEDGER_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -104,9 +104,9 @@ fn stored_seq(store: &std::path::Path) -> u64 {
 async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
     let nats = NatsServer::start();
     let js = nats.jetstream().await;
-    let messages = history(12_000);
+    let messages = history(15_000);
     let n = messages.len() as u64;
-    assert!(n >= 30_000, "{n} events");
+    assert!(n >= 50_000, "{n} events");
     let last = publish_raw(&js, messages.clone()).await;
     assert_eq!(last, n, "a fresh stream numbers the events 1..=n");
 
@@ -118,21 +118,41 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
         .unwrap()
         .as_nanos() as u64;
     let mut positions = Vec::new();
-    for _ in 0..10 {
-        if stored_seq(&store) >= n {
-            break;
-        }
+    // Kill at random moments until ten kills have landed mid-ingest (the run made progress and
+    // did not finish); shorten the runs when one gets through too much of the stream, lengthen
+    // them when one is killed before it ingested anything.
+    let mut max_delay = 400u64;
+    let mut mid_ingest = 0;
+    while mid_ingest < 10 {
+        assert!(
+            positions.len() < 40,
+            "ingest kept finishing first: {positions:?} of {n}"
+        );
+        let before = stored_seq(&store);
         let mut child = spawn_daemon(&nats.url(), &store, port);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let delay = 100 + (seed >> 33) % 400;
+        let delay = 30 + (seed >> 33) % max_delay;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        positions.push(stored_seq(&store));
+        let after = stored_seq(&store);
+        positions.push(after);
+        assert!(after >= before, "the stored position went back");
+        if after >= n {
+            break;
+        }
+        if after > before {
+            mid_ingest += 1;
+        } else {
+            max_delay *= 2;
+        }
+        if (after - before) * 12 > n - before {
+            max_delay = (max_delay / 2).max(20);
+        }
     }
-    let killed_mid_ingest = positions.iter().filter(|p| **p > 0 && **p < n).count();
+    eprintln!("stored positions after each SIGKILL: {positions:?} of {n}");
     assert!(
-        killed_mid_ingest >= 3,
+        mid_ingest >= 10,
         "too few kills landed mid-ingest to prove anything: positions {positions:?} of {n}"
     );
 
@@ -153,12 +173,57 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The auditor's check against the running daemon.
+    let verify = Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+        .args([
+            "verify",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            "dev-token",
+        ])
+        .env("TICKET_LEDGER_NATS__URL", nats.url())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "verify failed: {out}");
+    assert_eq!(
+        out.trim(),
+        format!("identical, 15000 tickets, through sequence {n}")
+    );
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert!(child.wait().unwrap().success(), "graceful stop");
 
-    // The reference: the pure fold of the same events, uninterrupted.
+    let reference = reference_fold(messages);
+
+    let ledger = Ledger::open(&store).unwrap();
+    let live = ledger.current();
+    let stored = live.store();
+    assert_eq!(stored.applied_seq().unwrap(), n);
+    let got: Vec<Vec<u8>> = stored.raw_tickets().map(|r| r.unwrap().1).collect();
+    let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();
+    assert_eq!(got.len(), 15_000);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g,
+            w,
+            "record {i} differs:\n stored   {}\n expected {}",
+            String::from_utf8_lossy(g),
+            String::from_utf8_lossy(w)
+        );
+    }
+    let dead: Vec<_> = stored.dead_letters().map(Result::unwrap).collect();
+    assert_eq!(dead.len(), reference.dead_letters.len());
+    for (d, r) in dead.iter().zip(&reference.dead_letters) {
+        assert_eq!((d.seq, &d.code, &d.payload), (r.seq, &r.code, &r.payload));
+    }
+}
+
+/// The pure fold of messages published in order on a fresh stream (sequences 1..=n).
+pub fn reference_fold(messages: Vec<(String, Vec<u8>, Option<String>)>) -> MemoryProjection {
     let rules = DecodeRules {
         subject_prefix: PREFIX.into(),
         max_event_bytes: 65536,
@@ -175,27 +240,47 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
         .collect();
     let mut reference = MemoryProjection::default();
     reference.fold(&raw, &rules);
+    reference
+}
 
-    let ledger = Ledger::open(&store).unwrap();
-    let live = ledger.current();
-    let stored = live.store();
-    assert_eq!(stored.applied_seq().unwrap(), n);
-    let got: Vec<Vec<u8>> = stored.raw_tickets().map(|r| r.unwrap().1).collect();
+/// Stops the broker in the middle of an ingest: the API keeps answering from the projection,
+/// and when the broker is back the daemon reconnects by itself and catches up, with the same
+/// records as an uninterrupted fold.
+#[tokio::test]
+async fn a_broker_restart_during_ingest_is_survived() {
+    let mut nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let messages = history(10_000);
+    let n = publish_raw(&js, messages.clone()).await;
+    drop(js);
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    while app.projection().applied_seq() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    nats.stop();
+    let at_stop = app.projection().applied_seq();
+    assert!(at_stop < n, "stopped mid-ingest ({at_stop} of {n})");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page = app.list("").await;
+    assert!(
+        page["data"]["total"].as_u64().unwrap() > 0,
+        "answers from the projection"
+    );
+    let (status, body) = app.get("/readyz", &[]).await;
+    assert_eq!(status, 503, "not ready while the broker is away: {body}");
+    assert!(body.contains("\"nats_connected\":false"), "{body}");
+
+    nats.start_again();
+    app.wait_applied(n).await;
+    let reference = reference_fold(messages);
+    let got: Vec<Vec<u8>> = app
+        .projection()
+        .store()
+        .raw_tickets()
+        .map(|r| r.unwrap().1)
+        .collect();
     let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();
-    assert_eq!(got.len(), 12_000);
-    assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(
-            g,
-            w,
-            "record {i} differs:\n stored   {}\n expected {}",
-            String::from_utf8_lossy(g),
-            String::from_utf8_lossy(w)
-        );
-    }
-    let dead: Vec<_> = stored.dead_letters().map(Result::unwrap).collect();
-    assert_eq!(dead.len(), reference.dead_letters.len());
-    for (d, r) in dead.iter().zip(&reference.dead_letters) {
-        assert_eq!((d.seq, &d.code, &d.payload), (r.seq, &r.code, &r.payload));
-    }
+    assert!(got == want, "records differ from the uninterrupted fold");
+    app.stop().await;
 }
