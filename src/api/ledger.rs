@@ -7,6 +7,7 @@ use async_nats::HeaderMap as NatsHeaders;
 use async_nats::jetstream;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -127,10 +128,12 @@ impl From<Ticket> for TicketView {
 pub async fn detail(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(execute_uuid): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, Localized> {
     let lang = Lang::from_headers(&headers);
     let fail = |e: ApiError| Localized(e, lang);
+    // A path that does not decode to UTF-8 cannot name a ticket.
+    let Path(execute_uuid) = path.map_err(|_| fail(ApiError::QueryEncoding))?;
     let project = principal(&state, &headers)
         .and_then(|p| {
             p.authorize(

@@ -73,6 +73,14 @@ async fn a_tickets_history_lists_every_event_with_its_outcome() {
         assert_eq!(status, 404, "{body}");
         assert!(body.contains("COC.00040709"), "{body}");
     }
+    let (status, body) = app
+        .get("/v1/job/script/orders/%FF%FE", &[("X-Auth-Token", TOKEN_A)])
+        .await;
+    assert_eq!(
+        (status, body.contains("COC.00040007")),
+        (400, true),
+        "{body}"
+    );
     // A token without coc:job:get.
     let (status, _) = app
         .get(
