@@ -169,7 +169,7 @@ impl MemoryProjection {
 mod tests {
     use super::*;
     use crate::domain::Status;
-    use crate::events::{CreatedData, Kind, NewEvent};
+    use crate::events::{CreatedData, Event, Kind};
 
     const RULES: fn() -> DecodeRules = || DecodeRules {
         subject_prefix: "coc.job.script".into(),
@@ -177,7 +177,7 @@ mod tests {
     };
 
     fn msg(seq: u64, kind: Kind, order_id: u64, id: &str, t: i64) -> RawMessage {
-        let e = NewEvent {
+        let e = Event {
             id: id.into(),
             source: "s".into(),
             kind,

@@ -16,7 +16,7 @@ use crate::auth::hash_token;
 use crate::broker::{ensure_stream, host_port};
 use crate::config::Settings;
 use crate::domain::ProjectId;
-use crate::events::{self, CreatedData, DEFAULT_JOB_TYPE, Kind, NewEvent};
+use crate::events::{self, CreatedData, DEFAULT_JOB_TYPE, Event, Kind};
 use crate::telemetry;
 
 /// Event-sourced ledger of COC script tickets: NATS JetStream events in, sled projection,
@@ -258,7 +258,7 @@ fn parse_time(raw: Option<&str>) -> anyhow::Result<i64> {
     }
 }
 
-fn event_from_flags(a: &EmitArgs) -> anyhow::Result<NewEvent> {
+fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
     let kind = a.kind.context("--kind is required")?;
     let project = ProjectId::parse(a.project.as_deref().unwrap_or_default())?;
     let order_id = a.order_id.context("--order-id is required")?;
@@ -276,7 +276,7 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<NewEvent> {
     } else {
         None
     };
-    Ok(NewEvent {
+    Ok(Event {
         id: a
             .id
             .clone()

@@ -95,10 +95,12 @@ pub struct CreatedData {
     pub job_type: String,
 }
 
-/// A decoded, valid event. Whether it may be applied is the fold's business, not the decoder's.
+/// A valid event: what [`decode`] returns and what `emit` encodes. Whether it may be applied is
+/// the fold's business, not the decoder's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// CloudEvents `id`: unique per event, the key for duplicate detection.
+    /// CloudEvents `id`: unique per event, the key for duplicate detection; publishers also send
+    /// it as `Nats-Msg-Id` so JetStream drops their retries.
     pub id: String,
     /// CloudEvents `source`: which executor emitted it.
     pub source: String,
@@ -292,26 +294,8 @@ pub fn format_time_ms(ms: i64) -> String {
     t.format(&fmt).unwrap_or_default()
 }
 
-/// An event to publish: what `ticket-ledger emit`, the tests and the benchmark build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    /// CloudEvents `id`; also sent as `Nats-Msg-Id` so JetStream drops publisher retries.
-    pub id: String,
-    /// CloudEvents `source`.
-    pub source: String,
-    /// What happened.
-    pub kind: Kind,
-    /// When, in ms since the epoch.
-    pub time_ms: i64,
-    /// The tenant.
-    pub project: ProjectId,
-    /// The ticket.
-    pub order_id: u64,
-    /// The ticket's facts, for `created`.
-    pub created: Option<CreatedData>,
-}
-
-impl NewEvent {
+/// Encoding, for `ticket-ledger emit` and the tests: the inverse of [`decode`].
+impl Event {
     /// The subject to publish on.
     pub fn subject(&self, subject_prefix: &str) -> String {
         format!("{subject_prefix}.{}.{}", self.project, self.kind.as_str())
@@ -353,8 +337,8 @@ mod tests {
 
     const PREFIX: &str = "coc.job.script";
 
-    fn created() -> NewEvent {
-        NewEvent {
+    fn created() -> Event {
+        Event {
             id: "e-1".into(),
             source: "executor-a".into(),
             kind: Kind::Created,

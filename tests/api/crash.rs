@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ticket_ledger::batch::{DecodeRules, MemoryProjection, RawMessage};
-use ticket_ledger::events::{Kind, NewEvent};
+use ticket_ledger::events::{Event, Kind};
 use ticket_ledger::projection::Ledger;
 use ticket_ledger::store::encode_ticket;
 
@@ -20,7 +20,7 @@ pub fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    let mut lanes: Vec<Vec<NewEvent>> = Vec::new();
+    let mut lanes: Vec<Vec<Event>> = Vec::new();
     for order_id in 1..=tickets {
         let p = ["proj-a", "proj-b"][rnd(2) as usize];
         let t = 1_700_000_000_000 + order_id as i64 * 1_000;

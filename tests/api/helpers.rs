@@ -15,7 +15,7 @@ use ticket_ledger::app::App;
 use ticket_ledger::auth::hash_token;
 use ticket_ledger::config::{Embedded, Settings, TokenSettings};
 use ticket_ledger::domain::ProjectId;
-use ticket_ledger::events::{CreatedData, Kind, NewEvent};
+use ticket_ledger::events::{CreatedData, Event, Kind};
 use ticket_ledger::projection::{Ledger, Projection};
 use tokio_util::sync::CancellationToken;
 
@@ -233,8 +233,8 @@ impl Drop for TestApp {
 }
 
 /// Builds an event.
-pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> NewEvent {
-    NewEvent {
+pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> Event {
+    Event {
         id: uuid::Uuid::new_v4().to_string(),
         source: "test-executor".into(),
         kind,
@@ -254,7 +254,7 @@ pub fn created(
     creator: &str,
     execute_uuid: &str,
     region_ids: &str,
-) -> NewEvent {
+) -> Event {
     let mut e = ev(project, order_id, Kind::Created, time_ms);
     e.created = Some(CreatedData {
         execute_uuid: execute_uuid.into(),
@@ -275,7 +275,7 @@ pub async fn ensure_stream(js: &jetstream::Context) {
 }
 
 /// Publishes events in order with `Nats-Msg-Id`; returns the last stream sequence.
-pub async fn publish(js: &jetstream::Context, events: &[NewEvent]) -> u64 {
+pub async fn publish(js: &jetstream::Context, events: &[Event]) -> u64 {
     let raw: Vec<(String, Vec<u8>, Option<String>)> = events
         .iter()
         .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))

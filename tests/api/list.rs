@@ -2,7 +2,7 @@
 //! against a reference computed in the test from the events it published.
 
 use serde_json::Value;
-use ticket_ledger::events::{Kind, NewEvent};
+use ticket_ledger::events::{Event, Kind};
 
 use crate::helpers::*;
 
@@ -18,7 +18,7 @@ struct Expected {
 }
 
 /// A deterministic mix of tickets in proj-a (and noise in proj-b).
-fn history() -> (Vec<NewEvent>, Vec<Expected>) {
+fn history() -> (Vec<Event>, Vec<Expected>) {
     let names = [
         "Deploy Nginx",
         "patch_730",
@@ -86,7 +86,7 @@ fn history() -> (Vec<NewEvent>, Vec<Expected>) {
     (events, expected)
 }
 
-fn created_ev(p: &str, order_id: u64, t: i64, name: &str, creator: &str) -> NewEvent {
+fn created_ev(p: &str, order_id: u64, t: i64, name: &str, creator: &str) -> Event {
     created(
         p,
         order_id,

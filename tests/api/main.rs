@@ -106,7 +106,7 @@ async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     let js = nats.jetstream().await;
     let p = "proj-a";
     let good =
-        |e: &ticket_ledger::events::NewEvent| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()));
+        |e: &ticket_ledger::events::Event| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()));
     let c1 = created(p, 1, 1_000, "one", "alice", "u1", "r");
     let s1 = ev(p, 1, Kind::Started, 2_000);
     let mut wrong_type = ev(p, 1, Kind::Paused, 2_500).to_json();
