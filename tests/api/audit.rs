@@ -10,10 +10,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_tickets_history_lists_every_event_with_its_outcome() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let c = created("proj-a", 5, 1_000, "five", "alice", "SCT-5", "r");
     let s = ev("proj-a", 5, Kind::Started, 2_000);
     let bad = ev("proj-a", 5, Kind::Resumed, 2_500);
@@ -94,10 +91,7 @@ async fn a_tickets_history_lists_every_event_with_its_outcome() {
 
 #[tokio::test]
 async fn dead_letters_are_listed_and_redriven_once_the_cause_is_fixed() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     // The executor's `started` overtook its `created`.
     let started = ev("proj-a", 7, Kind::Started, 2_000);
     let last = publish(&js, std::slice::from_ref(&started)).await;
@@ -144,10 +138,7 @@ async fn dead_letters_are_listed_and_redriven_once_the_cause_is_fixed() {
 
 #[tokio::test]
 async fn a_rebuild_switches_over_while_the_api_keeps_answering() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (nats, store, app, js) = start_env().await;
     let mut events = Vec::new();
     for i in 1..=3_000u64 {
         let t = 1_000_000 + i as i64;
@@ -216,10 +207,7 @@ async fn a_rebuild_switches_over_while_the_api_keeps_answering() {
 
 #[tokio::test]
 async fn a_rebuild_refuses_a_stream_whose_start_was_dropped() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let last = publish(
         &js,
         &[

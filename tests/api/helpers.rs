@@ -232,6 +232,16 @@ impl Drop for TestApp {
     }
 }
 
+/// A test's own broker, store dir and daemon, and a JetStream context to publish with. Keep
+/// every part bound until the test ends: dropping the server or the dir stops or deletes them.
+pub async fn start_env() -> (NatsServer, TempDir, TestApp, jetstream::Context) {
+    let nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let js = nats.jetstream().await;
+    (nats, store, app, js)
+}
+
 /// Builds an event.
 pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> Event {
     Event {

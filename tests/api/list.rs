@@ -109,10 +109,7 @@ fn ids(page: &Value) -> Vec<u64> {
 
 #[tokio::test]
 async fn filters_totals_and_marker_paging_match_the_reference() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let (events, expected) = history();
     let last = publish(&js, &events).await;
     app.wait_applied(last).await;
@@ -317,10 +314,7 @@ async fn bad_requests_get_a_huawei_shaped_4xx_in_the_requested_language() {
 
 #[tokio::test]
 async fn a_request_sees_only_its_projects_tickets() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let last = publish(
         &js,
         &[

@@ -13,10 +13,7 @@ use ticket_ledger::events::Kind;
 /// total equal to the number of tickets published.
 #[tokio::test]
 async fn the_spec_example_page_comes_back_exactly() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let who = "xxxxxxxxxxxcontainer1";
     let p = "proj-a";
     let events = vec![
@@ -100,10 +97,7 @@ async fn the_spec_example_page_comes_back_exactly() {
 /// its reason, each good one is applied.
 #[tokio::test]
 async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
-    let nats = NatsServer::start();
-    let store = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(&nats.url(), store.path()).await;
-    let js = nats.jetstream().await;
+    let (_nats, _store, app, js) = start_env().await;
     let p = "proj-a";
     let good =
         |e: &ticket_ledger::events::Event| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()));
