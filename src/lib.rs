@@ -14,6 +14,7 @@
 //! - [`fold`]: the ticket state machine, `(ticket?, event) -> ticket | rejection`.
 //! - [`batch`]: many messages into one commit, each touched ticket written once.
 //! - [`index`]: the in-memory query view: keyset pages and totals.
+//! - [`sign`]: `SDK-HMAC-SHA256` request signatures of the official Huawei Cloud SDKs.
 //!
 //! The imperative shell:
 //! - [`store`]: sled: records, dead letters and the stream position, one atomic batch per commit.
@@ -43,5 +44,6 @@ pub mod index;
 pub mod ingest;
 pub mod projection;
 pub mod replay;
+pub mod sign;
 pub mod store;
 pub mod telemetry;
