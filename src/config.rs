@@ -107,25 +107,57 @@ pub enum LogFormat {
     Json,
 }
 
-/// Auth settings.
+/// Auth settings: principals with IAM-style policies, and the credentials bound to them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuthSettings {
-    /// API tokens.
+    /// Who may do what.
+    #[serde(default)]
+    pub principals: Vec<PrincipalSettings>,
+    /// API tokens (`X-Auth-Token`), stored as their SHA-256.
     #[serde(default)]
     pub tokens: Vec<TokenSettings>,
+    /// Access keys for `SDK-HMAC-SHA256` signed requests (the official SDKs).
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeySettings>,
 }
 
-/// One API token, stored as its SHA-256.
+/// A principal and its policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalSettings {
+    /// Name (what logs show).
+    pub name: String,
+    /// Projects it may read.
+    pub projects: Vec<String>,
+    /// Actions it may perform: `coc:job:list`, `coc:job:get`, `coc:ledger:admin`.
+    pub actions: Vec<String>,
+    /// Condition `coc:JobType`: the job types it may see; absent means all.
+    #[serde(default)]
+    pub job_types: Option<Vec<String>>,
+}
+
+/// One API token, stored as its SHA-256, bound to a principal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenSettings {
-    /// A name for logs (never the token).
-    pub name: String,
+    /// The principal's name.
+    pub principal: String,
     /// Hex SHA-256 of the token.
     pub sha256: String,
-    /// Projects the token may read.
-    pub projects: Vec<String>,
-    /// Actions it may perform (`coc:job:list`).
-    pub actions: Vec<String>,
+}
+
+/// One access key, bound to a principal. The secret is needed as given (HMAC), so it is read
+/// from an environment variable or a file, never from the config file itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessKeySettings {
+    /// The principal's name.
+    pub principal: String,
+    /// The access key id (`Access=` of the signature).
+    pub access_key: String,
+    /// Environment variable holding the secret key.
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+    /// File holding the secret key (trailing whitespace is ignored).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -158,6 +190,8 @@ mod tests {
         assert_eq!(s.nats.stream, "COC_JOB_EVENTS");
         assert_eq!(s.ingest.batch_size, 1000);
         assert_eq!(s.auth.tokens.len(), 1);
+        assert_eq!(s.auth.principals.len(), 1);
+        assert_eq!(s.auth.access_keys.len(), 1);
     }
 
     #[test]

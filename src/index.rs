@@ -45,10 +45,13 @@ pub struct Row {
     /// `order_name` lower-cased, for case-insensitive substring search.
     #[serde(skip)]
     pub name_lower: String,
+    /// Job type, for the `coc:JobType` condition (shared between rows).
+    #[serde(skip)]
+    pub job_type: Arc<str>,
 }
 
 impl Row {
-    fn from_ticket(t: &Ticket, creator: Arc<str>) -> Self {
+    fn from_ticket(t: &Ticket, creator: Arc<str>, job_type: Arc<str>) -> Self {
         Row {
             order_id: t.order_id,
             order_name: t.order_name.clone(),
@@ -62,6 +65,7 @@ impl Row {
                 region_ids: t.region_ids.clone(),
             },
             name_lower: t.order_name.to_lowercase(),
+            job_type,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Query {
     pub status: Option<Status>,
     /// Case-insensitive substring of `order_name`.
     pub name_like: Option<FilterText>,
+    /// The caller's `coc:JobType` condition: only these job types (`None`: all).
+    pub job_types: Option<Vec<String>>,
 }
 
 impl Query {
@@ -93,6 +99,7 @@ impl Query {
             creator: None,
             status: None,
             name_like: None,
+            job_types: None,
         }
     }
 }
@@ -117,23 +124,28 @@ struct ProjectRows {
 #[derive(Default)]
 pub struct Index {
     projects: HashMap<ProjectId, ProjectRows>,
-    creators: HashMap<String, Arc<str>>,
+    /// Interned creators and job types: many rows, few distinct values.
+    interned: HashMap<String, Arc<str>>,
 }
 
 impl Index {
     /// Inserts or replaces a ticket's row.
     pub fn upsert(&mut self, t: &Ticket) {
-        let creator = match self.creators.get(t.creator.as_str()) {
-            Some(c) => c.clone(),
-            None => {
-                let c: Arc<str> = Arc::from(t.creator.as_str());
-                self.creators.insert(t.creator.clone(), c.clone());
-                c
-            }
-        };
+        let creator = self.intern(&t.creator);
+        let job_type = self.intern(&t.job_type);
         let p = self.projects.entry(t.project.clone()).or_default();
         p.by_uuid.insert(t.execute_uuid.clone(), t.order_id);
-        p.rows.insert(t.order_id, Row::from_ticket(t, creator));
+        p.rows
+            .insert(t.order_id, Row::from_ticket(t, creator, job_type));
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(v) = self.interned.get(s) {
+            return v.clone();
+        }
+        let v: Arc<str> = Arc::from(s);
+        self.interned.insert(s.to_owned(), v.clone());
+        v
     }
 
     /// The `order_id` of a project's ticket with this `execute_uuid`. (Should two tickets share a
@@ -170,6 +182,9 @@ impl Index {
                 && q.time.is_none_or(|t| t.contains(r.gmt_created))
                 && q.creator.as_ref().is_none_or(|c| &*r.creator == c.as_str())
                 && needle.as_deref().is_none_or(|n| r.name_lower.contains(n))
+                && q.job_types
+                    .as_ref()
+                    .is_none_or(|j| j.iter().any(|t| **t == *r.job_type))
         };
         let below = q.marker.map_or(u64::MAX, |m| m.get());
         let data = p

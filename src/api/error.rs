@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::domain::DomainError;
+use crate::sign::SignError;
 
 /// The language of error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +90,9 @@ impl ApiError {
             | ApiError::Auth(AuthError::ProjectRequired | AuthError::InvalidProject) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Auth(
+                AuthError::MissingToken | AuthError::UnknownToken | AuthError::Signature(_),
+            ) => StatusCode::UNAUTHORIZED,
             ApiError::Auth(AuthError::ProjectNotGranted | AuthError::ActionDenied(_)) => {
                 StatusCode::FORBIDDEN
             }
@@ -122,6 +123,14 @@ impl ApiError {
             ApiError::Auth(AuthError::ProjectRequired) => "COC.00040009",
             ApiError::Auth(AuthError::MissingToken) => "COC.00040100",
             ApiError::Auth(AuthError::UnknownToken) => "COC.00040101",
+            ApiError::Auth(AuthError::Signature(e)) => match e {
+                SignError::Malformed(_) => "COC.00040102",
+                SignError::UnknownAccessKey => "COC.00040103",
+                SignError::Date => "COC.00040104",
+                SignError::StaleDate => "COC.00040105",
+                SignError::MissingHeader(_) => "COC.00040106",
+                SignError::Mismatch => "COC.00040107",
+            },
             ApiError::Auth(AuthError::ProjectNotGranted) => "COC.00040300",
             ApiError::Auth(AuthError::ActionDenied(_)) => "COC.00040301",
             ApiError::Param(DomainError::Number(_)) => "COC.00040010",
@@ -183,7 +192,19 @@ impl ApiError {
             }
             ApiError::RepeatedParam(p) => format!("查询参数 {p} 重复出现"),
             ApiError::QueryEncoding => "查询字符串不是有效的 UTF-8".to_owned(),
-            ApiError::Auth(AuthError::MissingToken) => "缺少 X-Auth-Token".to_owned(),
+            ApiError::Auth(AuthError::MissingToken) => {
+                "缺少 X-Auth-Token（或 SDK-HMAC-SHA256 签名）".to_owned()
+            }
+            ApiError::Auth(AuthError::Signature(e)) => match e {
+                SignError::Malformed(what) => format!("Authorization 头格式错误：{what}"),
+                SignError::UnknownAccessKey => "访问密钥（AK）不存在".to_owned(),
+                SignError::Date => {
+                    "X-Sdk-Date 必须存在、参与签名，且格式为 YYYYMMDDTHHMMSSZ".to_owned()
+                }
+                SignError::StaleDate => "X-Sdk-Date 与服务器时间相差超过 15 分钟".to_owned(),
+                SignError::MissingHeader(h) => format!("参与签名的请求头 {h} 不存在"),
+                SignError::Mismatch => "请求签名不匹配".to_owned(),
+            },
             ApiError::Auth(AuthError::UnknownToken) => "X-Auth-Token 无效".to_owned(),
             ApiError::Auth(AuthError::ProjectRequired) => {
                 "该令牌授权了多个项目，必须提供 x-project-id".to_owned()

@@ -9,13 +9,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::error::{ApiError, Lang, Localized};
-use super::{AppState, principal};
+use super::error::{ApiError, Localized};
+use super::{AppState, Caller};
 use crate::auth::{ACTION_ADMIN, ACTION_GET};
 use crate::batch::REDRIVE_HEADER;
 use crate::config::{IngestSettings, NatsSettings};
@@ -127,37 +127,24 @@ impl From<Ticket> for TicketView {
 /// `GET /v1/job/script/orders/{execute_uuid}`: the ticket and every event that touched it.
 pub async fn detail(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, Localized> {
-    let lang = Lang::from_headers(&headers);
-    let fail = |e: ApiError| Localized(e, lang);
+    let fail = |e: ApiError| caller.fail(e);
+    let (principal, project) = caller.authorize(&state, ACTION_GET)?;
     // A path that does not decode to UTF-8 cannot name a ticket.
     let Path(execute_uuid) = path.map_err(|_| fail(ApiError::QueryEncoding))?;
-    let project = principal(&state, &headers)
-        .and_then(|p| {
-            p.authorize(
-                headers.get("x-project-id").map(|v| v.as_bytes()),
-                ACTION_GET,
-            )
-            .map_err(ApiError::from)
-        })
-        .map_err(fail)?;
     let projection = state.ledger.current();
     let uuid = execute_uuid.clone();
     let found = tokio::task::spawn_blocking(move || projection.ticket_by_uuid(&project, &uuid))
         .await
         .map_err(|_| fail(ApiError::Internal))?
         .map_err(|_| fail(ApiError::Internal))?;
-    let ticket = found.ok_or_else(|| fail(ApiError::TicketNotFound(execute_uuid)))?;
+    // A ticket the coc:JobType condition hides does not exist for this caller.
+    let ticket = found
+        .filter(|t| principal.sees_job_type(&t.job_type))
+        .ok_or_else(|| fail(ApiError::TicketNotFound(execute_uuid)))?;
     Ok(Json(json!({ "data": TicketView::from(ticket) })))
-}
-
-fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Localized> {
-    let lang = Lang::from_headers(headers);
-    principal(state, headers)
-        .and_then(|p| p.require(ACTION_ADMIN).map_err(ApiError::from))
-        .map_err(|e| Localized(e, lang))
 }
 
 /// A dead letter as the API shows it; the payload as text when it is UTF-8, else as hex.
@@ -222,12 +209,11 @@ fn flag(raw: Option<&str>, name: &str) -> bool {
 /// those already redriven only with `all=true`. `limit` 1–1000, default 100.
 pub async fn dead_letters(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, Localized> {
-    admin(&state, &headers)?;
-    let lang = Lang::from_headers(&headers);
-    let fail = |e: ApiError| Localized(e, lang);
+    caller.require(&state, ACTION_ADMIN, b"")?;
+    let fail = |e: ApiError| caller.fail(e);
     let after = number(raw.as_deref(), "after").map_err(fail)?.unwrap_or(0);
     let limit = match number(raw.as_deref(), "limit").map_err(fail)? {
         None => 100,
@@ -270,12 +256,11 @@ struct RedriveBody {
 /// the original is marked `redriven_by` that copy.
 pub async fn redrive(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Localized> {
-    admin(&state, &headers)?;
-    let lang = Lang::from_headers(&headers);
-    let fail = |e: ApiError| Localized(e, lang);
+    caller.require(&state, ACTION_ADMIN, &body)?;
+    let fail = |e: ApiError| caller.fail(e);
     let body: RedriveBody = if body.is_empty() {
         RedriveBody::default()
     } else {
@@ -319,12 +304,12 @@ pub async fn redrive(
 /// `POST /v1/ledger/replay?accept_partial=true`: starts a blue/green rebuild; 202 with progress.
 pub async fn start_replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    caller: Caller,
+    body: Bytes,
 ) -> Result<Response, Localized> {
-    admin(&state, &headers)?;
-    let lang = Lang::from_headers(&headers);
-    let fail = |e: ApiError| Localized(e, lang);
+    caller.require(&state, ACTION_ADMIN, &body)?;
+    let fail = |e: ApiError| caller.fail(e);
+    let raw = caller.query().map(str::to_owned);
     let a = &state.admin;
     let js = jetstream::new(a.client.clone());
     let (first, last) = tokio::time::timeout(
@@ -357,21 +342,18 @@ pub async fn start_replay(
 /// `GET /v1/ledger/replay`: the current or last rebuild's progress.
 pub async fn replay_progress(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<serde_json::Value>, Localized> {
-    admin(&state, &headers)?;
+    caller.require(&state, ACTION_ADMIN, b"")?;
     Ok(Json(json!({ "data": state.admin.replay.get() })))
 }
 
 /// `GET /v1/ledger/records`: every stored record as JSON lines, after a first line
 /// `{"applied_seq": S}` read before the scan. Used by `ticket-ledger verify`; read-only, it takes
 /// no lock, so it never pauses ingestion.
-pub async fn records(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, Localized> {
-    admin(&state, &headers)?;
-    let lang = Lang::from_headers(&headers);
+pub async fn records(State(state): State<AppState>, caller: Caller) -> Result<Response, Localized> {
+    caller.require(&state, ACTION_ADMIN, b"")?;
+    let lang = caller.lang;
     let projection = state.ledger.current();
     let body = tokio::task::spawn_blocking(move || {
         let mut out = serde_json::to_vec(&json!({"applied_seq": projection.applied_seq()}))

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -20,8 +22,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Principal};
+use crate::domain::ProjectId;
 use crate::projection::Ledger;
-use error::{ApiError, Lang};
+use crate::sign::RequestParts;
+use error::{ApiError, Lang, Localized};
 pub use ledger::Admin;
 
 /// What every handler can reach.
@@ -37,12 +41,87 @@ pub struct AppState {
     pub admin: Arc<Admin>,
 }
 
-/// Authenticates the request's `X-Auth-Token`.
-pub fn principal<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Principal, ApiError> {
-    state
-        .auth
-        .authenticate(headers.get("x-auth-token").map(|v| v.as_bytes()))
-        .map_err(ApiError::from)
+/// What a handler needs of the request line and headers: to authenticate (a signature covers
+/// the method, path, query and headers) and to answer in the caller's language.
+pub struct Caller {
+    method: Method,
+    uri: Uri,
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// The language of error messages.
+    pub lang: Lang,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            lang: Lang::from_headers(&parts.headers),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Caller {
+    /// Authenticates the request (signature or token); `body` is what a signature covers.
+    pub fn principal<'a>(
+        &self,
+        state: &'a AppState,
+        body: &[u8],
+    ) -> Result<&'a Principal, Localized> {
+        let parts = RequestParts {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            query: self.uri.query(),
+            headers: &self.headers,
+            body,
+        };
+        state
+            .auth
+            .authenticate(&parts, time::OffsetDateTime::now_utc())
+            .map_err(|e| self.fail(e.into()))
+    }
+
+    /// Authenticates, then authorises `action` on the project the request picks.
+    pub fn authorize<'a>(
+        &self,
+        state: &'a AppState,
+        action: &'static str,
+    ) -> Result<(&'a Principal, ProjectId), Localized> {
+        let principal = self.principal(state, b"")?;
+        let project = principal
+            .authorize(
+                self.headers.get("x-project-id").map(|v| v.as_bytes()),
+                action,
+            )
+            .map_err(|e| self.fail(e.into()))?;
+        Ok((principal, project))
+    }
+
+    /// Authenticates, then requires an action that is not about one project.
+    pub fn require(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        body: &[u8],
+    ) -> Result<(), Localized> {
+        self.principal(state, body)?
+            .require(action)
+            .map_err(|e| self.fail(e.into()))
+    }
+
+    /// The raw query string.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    /// An error in the caller's language.
+    pub fn fail(&self, e: ApiError) -> Localized {
+        Localized(e, self.lang)
+    }
 }
 
 /// The API.

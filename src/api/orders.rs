@@ -4,11 +4,10 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use serde::Serialize;
 
-use super::AppState;
-use super::error::{ApiError, Lang, Localized};
+use super::error::{ApiError, Localized};
+use super::{AppState, Caller};
 use crate::auth::ACTION_LIST;
 use crate::domain::{FilterText, Marker, PageLimit, Status, TimeRange};
 use crate::index::{Page, Query};
@@ -59,25 +58,20 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         name_like: get("name_like")
             .map(|n| FilterText::parse(n, "name_like"))
             .transpose()?,
+        job_types: None,
     })
 }
 
-/// Lists the tickets of the caller's project.
+/// Lists the tickets of the caller's project (and, under the `coc:JobType` condition, of the
+/// job types the caller may see).
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ListResponse>, Localized> {
-    let lang = Lang::from_headers(&headers);
-    let fail = |e: ApiError| Localized(e, lang);
-    let project = super::principal(&state, &headers)
-        .map_err(fail)?
-        .authorize(
-            headers.get("x-project-id").map(|v| v.as_bytes()),
-            ACTION_LIST,
-        )
-        .map_err(|e| fail(e.into()))?;
-    let query = parse_query(raw.as_deref()).map_err(fail)?;
+    let (principal, project) = caller.authorize(&state, ACTION_LIST)?;
+    let mut query = parse_query(raw.as_deref()).map_err(|e| caller.fail(e))?;
+    query.job_types = principal.job_types.clone();
     let page = state.ledger.current().query(&project, &query);
     Ok(Json(ListResponse { data: page }))
 }

@@ -13,7 +13,9 @@ use async_nats::jetstream;
 use tempfile::TempDir;
 use ticket_ledger::app::App;
 use ticket_ledger::auth::hash_token;
-use ticket_ledger::config::{Embedded, Settings, TokenSettings};
+use ticket_ledger::config::{
+    AccessKeySettings, AuthSettings, Embedded, PrincipalSettings, Settings, TokenSettings,
+};
 use ticket_ledger::domain::ProjectId;
 use ticket_ledger::events::{CreatedData, Event, Kind};
 use ticket_ledger::projection::{Ledger, Projection};
@@ -28,6 +30,8 @@ pub const TOKEN_AB: &str = "token-ab";
 pub const TOKEN_NO_ACTION: &str = "token-no-action";
 /// Grants proj-a, every action including the ledger's administration.
 pub const TOKEN_ADMIN: &str = "token-admin";
+/// Grants proj-a, list and get, under the condition coc:JobType = SCRIPT.
+pub const TOKEN_SCRIPTS_ONLY: &str = "token-scripts-only";
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -122,26 +126,84 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
     s.store.path = store.to_owned();
     s.nats.url = nats_url.to_owned();
     s.nats.embedded = Embedded::Never;
-    s.auth.tokens = vec![
-        token("a", TOKEN_A, &["proj-a"], &["coc:job:list", "coc:job:get"]),
-        token("ab", TOKEN_AB, &["proj-a", "proj-b"], &["coc:job:list"]),
-        token("no-action", TOKEN_NO_ACTION, &["proj-a"], &[]),
-        token(
-            "admin",
-            TOKEN_ADMIN,
-            &["proj-a"],
-            &["coc:job:list", "coc:job:get", "coc:ledger:admin"],
-        ),
-    ];
+    s.auth = AuthSettings {
+        principals: vec![
+            principal("a", &["proj-a"], &["coc:job:list", "coc:job:get"], None),
+            principal("ab", &["proj-a", "proj-b"], &["coc:job:list"], None),
+            principal("no-action", &["proj-a"], &[], None),
+            principal(
+                "admin",
+                &["proj-a"],
+                &["coc:job:list", "coc:job:get", "coc:ledger:admin"],
+                None,
+            ),
+            principal(
+                "scripts-only",
+                &["proj-a"],
+                &["coc:job:list", "coc:job:get"],
+                Some(&["SCRIPT"]),
+            ),
+            principal("sdk", &["proj-a", "proj-b"], &["coc:job:list"], None),
+            principal("sdk-b", &["proj-b"], &["coc:job:list"], None),
+        ],
+        tokens: vec![
+            token("a", TOKEN_A),
+            token("ab", TOKEN_AB),
+            token("no-action", TOKEN_NO_ACTION),
+            token("admin", TOKEN_ADMIN),
+            token("scripts-only", TOKEN_SCRIPTS_ONLY),
+        ],
+        access_keys: vec![
+            access_key("sdk", AK, SK_ENV),
+            access_key("sdk-b", AK_B, SK_B_ENV),
+        ],
+    };
+    // SAFETY: every test sets the same values, before any thread reads them.
+    unsafe {
+        std::env::set_var(SK_ENV, SK);
+        std::env::set_var(SK_B_ENV, SK_B);
+    }
     s
 }
 
-fn token(name: &str, token: &str, projects: &[&str], actions: &[&str]) -> TokenSettings {
-    TokenSettings {
+/// An access key of principal "sdk" (projects proj-a and proj-b, coc:job:list).
+pub const AK: &str = "TESTAK0000000000000A";
+/// Its secret key.
+pub const SK: &str = "test-secret-key-of-sdk";
+const SK_ENV: &str = "TICKET_LEDGER_TEST_SK";
+/// An access key of principal "sdk-b" (project proj-b only).
+pub const AK_B: &str = "TESTAK0000000000000B";
+/// Its secret key.
+pub const SK_B: &str = "test-secret-key-of-sdk-b";
+const SK_B_ENV: &str = "TICKET_LEDGER_TEST_SK_B";
+
+fn principal(
+    name: &str,
+    projects: &[&str],
+    actions: &[&str],
+    job_types: Option<&[&str]>,
+) -> PrincipalSettings {
+    PrincipalSettings {
         name: name.into(),
-        sha256: hash_token(token),
         projects: projects.iter().map(|s| s.to_string()).collect(),
         actions: actions.iter().map(|s| s.to_string()).collect(),
+        job_types: job_types.map(|j| j.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn token(principal: &str, token: &str) -> TokenSettings {
+    TokenSettings {
+        principal: principal.into(),
+        sha256: hash_token(token),
+    }
+}
+
+fn access_key(principal: &str, ak: &str, env: &str) -> AccessKeySettings {
+    AccessKeySettings {
+        principal: principal.into(),
+        access_key: ak.into(),
+        secret_key_env: Some(env.into()),
+        secret_key_file: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod audit;
 mod crash;
 mod helpers;
 mod list;
+mod signing;
 
 use helpers::*;
 use ticket_ledger::events::Kind;
