@@ -90,7 +90,8 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
     Ok(Broker { client, child })
 }
 
-fn find_binary(binary: &Path) -> anyhow::Result<PathBuf> {
+/// Finds a binary: a path as given, or a name on PATH, /usr/sbin or /usr/local/bin.
+pub fn find_binary(binary: &Path) -> anyhow::Result<PathBuf> {
     if binary.components().count() > 1 {
         return Ok(binary.to_owned());
     }

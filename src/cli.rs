@@ -82,6 +82,22 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Benchmark: generate a history on a private nats-server, measure the raw read rate, the
+    /// daemon's ingest and replay rates, list-query latencies, RSS and disk; write a table.
+    Bench {
+        /// Tickets to generate (2-5 events each).
+        #[arg(long, default_value_t = 1_000_000)]
+        tickets: u64,
+        /// Sequential requests per query kind (p50/p99/max).
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Seconds of the 8-connection throughput run per query kind.
+        #[arg(long, default_value_t = 2)]
+        throughput_secs: u64,
+        /// Where to write the table.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+    },
     /// Fold the stream from the start and compare it, record by record, with the live
     /// projection; exits 1 when they differ.
     Verify {
@@ -191,6 +207,20 @@ pub async fn main() -> anyhow::Result<()> {
             accept_partial,
             daemon,
         } => audit::replay(&daemon.client(&settings), accept_partial).await,
+        Command::Bench {
+            tickets,
+            requests,
+            throughput_secs,
+            out,
+        } => {
+            crate::bench::run(crate::bench::BenchOptions {
+                tickets,
+                requests,
+                throughput_secs,
+                out,
+            })
+            .await
+        }
         Command::Verify { daemon } => {
             let report = audit::verify(&settings, &daemon.client(&settings)).await?;
             if report.differences.is_empty() {

@@ -27,6 +27,7 @@
 //! - [`app`]: `App::build` / `App::run`: start-up and graceful shutdown.
 //! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
 //!   rebuild with progress, `verify`.
+//! - [`bench`]: the benchmark: the ledger against the raw read rate of the same stream.
 //! - [`config`], [`telemetry`], [`cli`]: settings, logging and the command line.
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod batch;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

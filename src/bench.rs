@@ -1,0 +1,629 @@
+//! `ticket-ledger bench`: the benchmark anyone can run (issue 5), measuring the ledger against the
+//! limit measured in the same run.
+//!
+//! 1. Starts its own `nats-server` (JetStream, temp dir, free port) and publishes a realistic
+//!    history: N tickets over 10 projects, 200 creators, names from a few thousand words, 2–5
+//!    events each, interleaved as an executor running many tickets at once would emit them.
+//! 2. Measures the raw read rate of that stream with an ordered consumer and no processing: the
+//!    limit.
+//! 3. Starts the daemon binary (`serve`, a child process, its own store) and times its ingest
+//!    from an empty store, then a blue/green rebuild (`replay`), each as events/s and as a ratio
+//!    of the limit.
+//! 4. Times list queries through HTTP (p50, p99, max over sequential requests; throughput at 8
+//!    concurrent connections), each with its total.
+//! 5. Reads the daemon's peak RSS and the store's bytes on disk per ticket.
+//! 6. Writes the table to a Markdown file.
+//!
+//! Not yet measured: the PostgreSQL baseline (see BENCHMARKS.md).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+
+use crate::config::Settings;
+use crate::domain::ProjectId;
+use crate::events::{CreatedData, Event, Kind};
+
+/// The token the benchmark's daemon is configured with.
+const BENCH_TOKEN: &str = "bench-token";
+
+/// Benchmark options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tickets to generate.
+    pub tickets: u64,
+    /// Sequential requests per query kind (for p50/p99/max).
+    pub requests: usize,
+    /// Seconds of the 8-connection throughput run per query kind.
+    pub throughput_secs: u64,
+    /// Where to write the Markdown table.
+    pub out: PathBuf,
+}
+
+/// A small deterministic PRNG (SplitMix64): the same history every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SYLLABLES: [&str; 24] = [
+    "ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "va", "ze", "bo", "de", "fi", "gu", "ha", "jo",
+    "ke", "li", "mo", "ne", "po", "ru", "sa", "ti",
+];
+
+/// About 2,000 distinct words.
+fn word(rng: &mut Rng) -> String {
+    let n = rng.below(2_000);
+    let a = SYLLABLES[(n % 24) as usize];
+    let b = SYLLABLES[((n / 24) % 24) as usize];
+    let c = SYLLABLES[((n / 576) % 24) as usize];
+    format!("{a}{b}{c}")
+}
+
+/// The events of one ticket, in order.
+fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
+    let project = ProjectId::parse(&format!("project-{}", order_id % 10)).expect("valid");
+    let ev = |kind, t: i64, n: u64| Event {
+        id: format!("{order_id}-{n}"),
+        source: "bench-executor".into(),
+        kind,
+        time_ms: t,
+        project: project.clone(),
+        order_id,
+        created: None,
+    };
+    let mut created = ev(Kind::Created, t0, 0);
+    created.created = Some(CreatedData {
+        execute_uuid: format!("SCT{order_id:012}"),
+        order_name: format!("{}-{}-{}", word(rng), word(rng), rng.below(1000)),
+        creator: format!("creator-{}", rng.below(200)),
+        region_ids: "cn-north-4".into(),
+        job_type: "SCRIPT".into(),
+    });
+    let run = 1_000 + rng.below(600_000) as i64;
+    let mut out = vec![created, ev(Kind::Started, t0 + 50, 1)];
+    match rng.below(10) {
+        0..=5 => out.push(ev(Kind::Finished, t0 + run, 2)),
+        6 => out.push(ev(Kind::Cancelled, t0 + run, 2)),
+        7 => out.push(ev(Kind::Abnormal, t0 + run, 2)),
+        8 => {
+            out.push(ev(Kind::Paused, t0 + run / 3, 2));
+            out.push(ev(Kind::Resumed, t0 + run / 2, 3));
+            out.push(ev(Kind::Finished, t0 + run, 4));
+        }
+        _ => {} // still PROCESSING
+    }
+    out
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Publishes the generated history; returns (events, seconds).
+async fn publish_history(
+    js: &jetstream::Context,
+    tickets: u64,
+    prefix: &str,
+) -> anyhow::Result<(u64, f64)> {
+    let mut rng = Rng(42);
+    let start = Instant::now();
+    let mut live: Vec<(Vec<Event>, usize)> = Vec::new();
+    let mut next = 1u64;
+    let mut acks = std::collections::VecDeque::new();
+    let mut count = 0u64;
+    let t_base = 1_700_000_000_000i64;
+    while next <= tickets || !live.is_empty() {
+        while live.len() < 1_000 && next <= tickets {
+            let t0 = t_base + next as i64 * 600;
+            live.push((ticket_events(&mut rng, next, t0), 0));
+            next += 1;
+        }
+        let pick = rng.below(live.len() as u64) as usize;
+        let (events, cursor) = &mut live[pick];
+        let e = &events[*cursor];
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", e.id.as_str());
+        acks.push_back(
+            js.publish_with_headers(e.subject(prefix), h, e.to_bytes().into())
+                .await?,
+        );
+        count += 1;
+        *cursor += 1;
+        if *cursor == events.len() {
+            live.swap_remove(pick);
+        }
+        if acks.len() >= 4_000 {
+            for a in acks.drain(..2_000) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks {
+        a.await?;
+    }
+    Ok((count, start.elapsed().as_secs_f64()))
+}
+
+/// Reads the whole stream with an ordered consumer and no processing; returns seconds.
+async fn raw_read(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    stream: &str,
+    last: u64,
+) -> anyhow::Result<f64> {
+    let stream = js.get_stream(stream).await?;
+    let start = Instant::now();
+    let consumer = stream
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut n = 0u64;
+    while let Some(m) = messages.next().await {
+        let _ = m?;
+        n += 1;
+        if n >= last {
+            break;
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+async fn readyz(http: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
+    http.get(format!("{base}/readyz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+struct Latency {
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    rps: f64,
+    total: u64,
+}
+
+async fn measure_query(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    project: &str,
+    query: &str,
+    requests: usize,
+    secs: u64,
+) -> anyhow::Result<Latency> {
+    let url = format!("{base}/v1/job/script/orders?{query}");
+    let (token, project): (Arc<str>, Arc<str>) = (token.into(), project.into());
+    let get = move |http: reqwest::Client, url: String| {
+        let token = token.clone();
+        let project = project.clone();
+        async move {
+            let r = http
+                .get(&url)
+                .header("X-Auth-Token", &*token)
+                .header("x-project-id", &*project)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok::<_, anyhow::Error>(r.bytes().await?)
+        }
+    };
+    let first: serde_json::Value = serde_json::from_slice(&get(http.clone(), url.clone()).await?)?;
+    let total = first["data"]["total"].as_u64().unwrap_or(0);
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        get(http.clone(), url.clone()).await?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, done) = (http.clone(), url.clone(), done.clone());
+        let get = get.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if get(http.clone(), url.clone()).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    Ok(Latency {
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: *times.last().unwrap_or(&0.0),
+        rps: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        total,
+    })
+}
+
+/// Runs the benchmark and writes the table.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir().context("temp dir")?;
+    let nats_port = free_port()?;
+    let nats_bin = crate::broker::find_binary(Path::new("nats-server"))?;
+    let _nats = KillOnDrop(
+        Command::new(&nats_bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &nats_port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(tmp.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?,
+    );
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut settings = Settings::defaults();
+    settings.nats.url = nats_url.clone();
+    let client = loop {
+        if let Ok(c) = async_nats::connect(nats_url.as_str()).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let js = jetstream::new(client.clone());
+    crate::broker::ensure_stream(&js, &settings.nats).await?;
+
+    eprintln!("publishing {} tickets...", opts.tickets);
+    let (events, publish_secs) =
+        publish_history(&js, opts.tickets, &settings.nats.subject_prefix).await?;
+    eprintln!("published {events} events in {publish_secs:.1}s");
+    let raw_secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
+    let raw_rate = events as f64 / raw_secs;
+    eprintln!("raw ordered read: {raw_rate:.0} events/s");
+
+    // The daemon, as a child process with its own store.
+    let http_port = free_port()?;
+    let store = tmp.path().join("store");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let config = tmp.path().join("bench.toml");
+    let projects: Vec<String> = (0..10).map(|i| format!("\"project-{i}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.principals]]\nname = \"bench\"\nprojects = [{}]\n\
+             actions = [\"coc:job:list\", \"coc:ledger:admin\"]\n\n\
+             [[auth.tokens]]\nprincipal = \"bench\"\nsha256 = \"{}\"\n\n\
+             [auth]\naccess_keys = []\n",
+            projects.join(", "),
+            crate::auth::hash_token(BENCH_TOKEN)
+        ),
+    )?;
+    let started = Instant::now();
+    let mut daemon = KillOnDrop(
+        Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("TICKET_LEDGER_CONFIG", &config)
+            .env("TICKET_LEDGER_NATS__URL", &nats_url)
+            .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+            .env("TICKET_LEDGER_STORE__PATH", &store)
+            .env(
+                "TICKET_LEDGER_HTTP__LISTEN",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("TICKET_LEDGER_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the daemon")?,
+    );
+    let pid = daemon.0.id();
+    let http = reqwest::Client::new();
+    loop {
+        if let Some(r) = readyz(&http, &base).await
+            && r["applied_seq"].as_u64() == Some(events)
+        {
+            break;
+        }
+        if let Some(status) = daemon.0.try_wait()? {
+            bail!("the daemon exited during ingest ({status}); run it by hand to see why");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let ingest_rate = events as f64 / ingest_secs;
+    eprintln!("ingest: {ingest_rate:.0} events/s");
+
+    let admin = crate::audit::AdminClient::new(&base, BENCH_TOKEN);
+    let started = Instant::now();
+    admin
+        .post("/v1/ledger/replay", serde_json::json!({}))
+        .await?;
+    loop {
+        let p = admin.get("/v1/ledger/replay").await?;
+        match p["phase"].as_str() {
+            Some("done") => break,
+            Some("failed") => bail!("replay failed: {p}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let replay_secs = started.elapsed().as_secs_f64();
+    let replay_rate = events as f64 / replay_secs;
+    eprintln!("replay: {replay_rate:.0} events/s");
+
+    // Queries, as the one project "project-0" (about a tenth of the tickets).
+    let records = {
+        let r = http
+            .get(format!("{base}/v1/ledger/records"))
+            .header("X-Auth-Token", BENCH_TOKEN)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        r.len() as u64
+    };
+    let mid = 1_700_000_000_000i64 + (opts.tickets as i64 / 2) * 600;
+    let span = (opts.tickets as i64 / 20) * 600;
+    let queries: Vec<(&str, String)> = vec![
+        ("no filter", "limit=10".into()),
+        ("creator", "limit=10&creator=creator-7".into()),
+        ("status", "limit=10&status=ABNORMAL".into()),
+        (
+            "creator+status",
+            "limit=10&creator=creator-7&status=FINISHED".into(),
+        ),
+        (
+            "time range",
+            format!("limit=10&start_time={}&end_time={}", mid - span, mid + span),
+        ),
+        ("name_like", "limit=10&name_like=kalo".into()),
+        (
+            "all filters",
+            format!(
+                "limit=10&creator=creator-7&status=FINISHED&name_like=ka&start_time={}&end_time={}",
+                mid - 4 * span,
+                mid + 4 * span
+            ),
+        ),
+        ("deep page", "limit=10&marker=200".into()),
+    ];
+    let mut rows = Vec::new();
+    for (name, q) in &queries {
+        let l = measure_query(
+            &http,
+            &base,
+            BENCH_TOKEN,
+            "project-0",
+            q,
+            opts.requests,
+            opts.throughput_secs,
+        )
+        .await
+        .with_context(|| format!("query {name}"))?;
+        eprintln!(
+            "{name}: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s",
+            l.p50_us, l.p99_us, l.rps
+        );
+        rows.push((name.to_string(), q.clone(), l));
+    }
+    let rss_kib = peak_rss_kib(pid).unwrap_or(0);
+    let disk = dir_size(&store);
+    drop(daemon);
+    write_report(
+        &opts,
+        events,
+        publish_secs,
+        raw_rate,
+        ingest_rate,
+        replay_rate,
+        &rows,
+        rss_kib,
+        disk,
+        records,
+        &nats_bin,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    opts: &BenchOptions,
+    events: u64,
+    publish_secs: f64,
+    raw_rate: f64,
+    ingest_rate: f64,
+    replay_rate: f64,
+    rows: &[(String, String, Latency)],
+    rss_kib: u64,
+    disk: u64,
+    records: u64,
+    nats_bin: &Path,
+) -> anyhow::Result<()> {
+    let nats_version = Command::new(nats_bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Produced by `ticket-ledger bench --tickets {} --requests {} --throughput-secs {}` \
+         ({} build) on {} UTC.\n",
+        opts.tickets,
+        opts.requests,
+        opts.throughput_secs,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        now.date()
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {cores} cores, {mem}. Versions: ticket-ledger {}, {nats_version}, sled 0.34.\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        md,
+        "## Ingest and replay, against the raw read rate of the same stream\n"
+    );
+    let _ = writeln!(
+        md,
+        "{} tickets, {events} events (published in {publish_secs:.1} s).\n",
+        opts.tickets
+    );
+    let _ = writeln!(md, "| measure | events/s | ratio of the limit | target |");
+    let _ = writeln!(md, "|---|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| raw ordered read (the limit) | {raw_rate:.0} | 1.00 | |"
+    );
+    let _ = writeln!(
+        md,
+        "| ingest from an empty store | {ingest_rate:.0} | {:.2} | ≥ 0.50 |",
+        ingest_rate / raw_rate
+    );
+    let _ = writeln!(
+        md,
+        "| replay (blue/green rebuild) | {replay_rate:.0} | {:.2} | ≥ 0.50 |",
+        replay_rate / raw_rate
+    );
+    let _ = writeln!(
+        md,
+        "\n## List queries through HTTP, project-0 (≈ {} tickets), each with its total\n",
+        opts.tickets / 10
+    );
+    let _ = writeln!(
+        md,
+        "| query | total | p50 µs | p99 µs | max µs | req/s at 8 connections |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (name, q, l) in rows {
+        let _ = writeln!(
+            md,
+            "| {name} (`{q}`) | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            l.total, l.p50_us, l.p99_us, l.max_us, l.rps
+        );
+    }
+    let first = rows.iter().find(|r| r.0 == "no filter").map(|r| r.2.p50_us);
+    let deep = rows.iter().find(|r| r.0 == "deep page").map(|r| r.2.p50_us);
+    if let (Some(f), Some(d)) = (first, deep) {
+        let _ = writeln!(
+            md,
+            "\nDeep page / first page (p50): {:.2} (target ≤ 1.2).",
+            d / f
+        );
+    }
+    let _ = writeln!(md, "\n## Memory and disk\n");
+    let _ = writeln!(md, "| measure | value | target |");
+    let _ = writeln!(md, "|---|---:|---|");
+    let _ = writeln!(
+        md,
+        "| daemon peak RSS | {:.0} MiB | ≤ 1024 MiB |",
+        rss_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        md,
+        "| store on disk | {:.1} MiB ({:.0} B/ticket) | |",
+        disk as f64 / 1048576.0,
+        disk as f64 / opts.tickets as f64
+    );
+    let _ = writeln!(
+        md,
+        "| records' own data | {:.1} MiB ({:.0} B/ticket) | |",
+        records as f64 / 1048576.0,
+        records as f64 / opts.tickets as f64
+    );
+    let _ = writeln!(
+        md,
+        "| disk / records | {:.2} | ≤ 3 |",
+        disk as f64 / records.max(1) as f64
+    );
+    let _ = writeln!(
+        md,
+        "\nThe store on disk is measured after the rebuild (two generations may have coexisted; the old one is deleted at switch-over)."
+    );
+    let _ = writeln!(
+        md,
+        "\nPostgreSQL baseline: not measured yet (issue 5 is open)."
+    );
+    std::fs::write(&opts.out, md).with_context(|| format!("writing {}", opts.out.display()))?;
+    eprintln!("wrote {}", opts.out.display());
+    Ok(())
+}
