@@ -173,6 +173,19 @@ struct RawEnvelope {
     data: Value,
 }
 
+/// The same envelope with `data` typed: the fast path, one pass over the bytes with no
+/// intermediate JSON tree. When it fails, the slow path finds the precise reason.
+#[derive(Deserialize)]
+struct TypedEnvelope {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    time: String,
+    data: RawData,
+}
+
 #[derive(Deserialize)]
 struct RawData {
     project_id: String,
@@ -201,13 +214,20 @@ pub fn decode(
             max: max_bytes,
         });
     }
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(DecodeError::MalformedJson("not an object".into()));
-    }
-    let env: RawEnvelope =
-        serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    let (env, data) = match serde_json::from_slice::<TypedEnvelope>(payload) {
+        Ok(e) => {
+            let env = RawEnvelope {
+                specversion: e.specversion,
+                id: e.id,
+                source: e.source,
+                ty: e.ty,
+                time: e.time,
+                data: Value::Null,
+            };
+            (env, Some(e.data))
+        }
+        Err(_) => (envelope_or_reason(payload)?, None),
+    };
     if env.specversion != SPEC_VERSION {
         return Err(DecodeError::SpecVersion(env.specversion));
     }
@@ -219,11 +239,15 @@ pub fn decode(
         .and_then(Kind::parse)
         .ok_or_else(|| DecodeError::UnknownKind(env.ty.clone()))?;
     let time_ms = parse_time_ms(&env.time).ok_or_else(|| DecodeError::Time(env.time.clone()))?;
-    if !env.data.is_object() {
-        return Err(DecodeError::Data("data must be a JSON object".into()));
-    }
-    let data: RawData =
-        serde_json::from_value(env.data).map_err(|e| DecodeError::Data(e.to_string()))?;
+    let data = match data {
+        Some(d) => d,
+        None => {
+            if !env.data.is_object() {
+                return Err(DecodeError::Data("data must be a JSON object".into()));
+            }
+            serde_json::from_value(env.data).map_err(|e| DecodeError::Data(e.to_string()))?
+        }
+    };
     let project = ProjectId::parse(&data.project_id)
         .map_err(|e| DecodeError::Data(format!("project_id: {e}")))?;
     if data.order_id == 0 {
@@ -259,6 +283,17 @@ pub fn decode(
         order_id: data.order_id,
         created,
     })
+}
+
+/// The slow path: parses through a JSON tree to tell a malformed payload from a bad envelope.
+/// `data` is left untyped for the caller to judge.
+fn envelope_or_reason(payload: &[u8]) -> Result<RawEnvelope, DecodeError> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DecodeError::MalformedJson("not an object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
