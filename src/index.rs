@@ -118,6 +118,47 @@ struct ProjectRows {
     rows: BTreeMap<u64, Row>,
     /// `execute_uuid` → `order_id`, for the detail endpoint.
     by_uuid: HashMap<String, u64>,
+    /// Totals kept as rows come and change, so that a total filtered by nothing, status,
+    /// creator, or creator and status is a look-up rather than a count over every row.
+    counts: Counts,
+}
+
+/// Row counts by status, by creator, and by (creator, status).
+#[derive(Default)]
+struct Counts {
+    by_status: HashMap<Status, u64>,
+    by_creator: HashMap<Arc<str>, u64>,
+    by_creator_status: HashMap<(Arc<str>, Status), u64>,
+}
+
+impl Counts {
+    fn add(&mut self, r: &Row, delta: i64) {
+        let bump = |n: &mut u64| *n = n.saturating_add_signed(delta);
+        bump(self.by_status.entry(r.status).or_default());
+        bump(self.by_creator.entry(r.creator.clone()).or_default());
+        bump(
+            self.by_creator_status
+                .entry((r.creator.clone(), r.status))
+                .or_default(),
+        );
+    }
+
+    /// The total of a query whose only filters are status and/or creator, if it is one.
+    fn total(&self, all: usize, q: &Query) -> Option<u64> {
+        if q.time.is_some() || q.name_like.is_some() || q.job_types.is_some() {
+            return None;
+        }
+        Some(match (&q.creator, q.status) {
+            (None, None) => all as u64,
+            (None, Some(s)) => self.by_status.get(&s).copied().unwrap_or(0),
+            (Some(c), None) => self.by_creator.get(c.as_str()).copied().unwrap_or(0),
+            (Some(c), Some(s)) => self
+                .by_creator_status
+                .get(&(Arc::from(c.as_str()), s))
+                .copied()
+                .unwrap_or(0),
+        })
+    }
 }
 
 /// The query view of every project.
@@ -135,8 +176,11 @@ impl Index {
         let job_type = self.intern(&t.job_type);
         let p = self.projects.entry(t.project.clone()).or_default();
         p.by_uuid.insert(t.execute_uuid.clone(), t.order_id);
-        p.rows
-            .insert(t.order_id, Row::from_ticket(t, creator, job_type));
+        let row = Row::from_ticket(t, creator, job_type);
+        p.counts.add(&row, 1);
+        if let Some(old) = p.rows.insert(t.order_id, row) {
+            p.counts.add(&old, -1);
+        }
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -196,7 +240,10 @@ impl Index {
             .take(q.limit.get())
             .cloned()
             .collect();
-        let total = p.rows.values().filter(|r| matches(r)).count() as u64;
+        let total = p
+            .counts
+            .total(p.rows.len(), q)
+            .unwrap_or_else(|| p.rows.values().filter(|r| matches(r)).count() as u64);
         Page { total, data }
     }
 }
@@ -280,6 +327,32 @@ mod tests {
         let page = ix.query(&ProjectId::parse("other").unwrap(), &Query::all());
         assert_eq!(page.total, 0);
         assert!(page.data.is_empty());
+    }
+
+    #[test]
+    fn kept_totals_equal_counted_totals_after_changes() {
+        let mut ix = index();
+        // Status changes and a creator change move rows between counts.
+        ix.upsert(&ticket(3, "odd", Status::Canceled, "deploy", 300));
+        ix.upsert(&ticket(4, "odd", Status::Finished, "deploy", 400));
+        let p = ProjectId::parse("p").unwrap();
+        for creator in [None, Some("even"), Some("odd"), Some("nobody")] {
+            for status in [
+                None,
+                Some(Status::Ready),
+                Some(Status::Finished),
+                Some(Status::Canceled),
+            ] {
+                let mut q = Query::all();
+                q.creator = creator.map(|c| FilterText::parse(c, "creator").unwrap());
+                q.status = status;
+                let kept = ix.query(&p, &q).total;
+                // The same filters plus an always-true time range force the counting path.
+                q.time = TimeRange::parse(Some("0"), None).unwrap();
+                let counted = ix.query(&p, &q).total;
+                assert_eq!(kept, counted, "{creator:?} {status:?}");
+            }
+        }
     }
 
     #[test]

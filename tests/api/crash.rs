@@ -118,21 +118,36 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
         .unwrap()
         .as_nanos() as u64;
     let mut positions = Vec::new();
-    // Kill at random moments until ten kills have landed mid-ingest (the run made progress and
-    // did not finish); shorten the runs when one gets through too much of the stream, lengthen
-    // them when one is killed before it ingested anything.
-    let mut max_delay = 400u64;
+    // Kill at random moments of the ingest: each run is SIGKILLed as soon as the daemon reports
+    // (via /readyz) that it has applied a random number of events beyond where it started, so
+    // every kill lands while it ingests, wherever the machine's speed puts that moment.
+    let http = reqwest::Client::new();
     let mut mid_ingest = 0;
     while mid_ingest < 10 {
         assert!(
-            positions.len() < 40,
-            "ingest kept finishing first: {positions:?} of {n}"
+            positions.len() < 60,
+            "kills kept missing the ingest: {positions:?} of {n}"
         );
         let before = stored_seq(&store);
-        let mut child = spawn_daemon(&nats.url(), &store, port);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let delay = 30 + (seed >> 33) % max_delay;
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let target = before + n / 40 + (seed >> 33) % (n / 25);
+        let mut child = spawn_daemon(&nats.url(), &store, port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["applied_seq"].as_u64().unwrap_or(0) >= target
+            {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let after = stored_seq(&store);
@@ -143,11 +158,6 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
         }
         if after > before {
             mid_ingest += 1;
-        } else {
-            max_delay *= 2;
-        }
-        if (after - before) * 12 > n - before {
-            max_delay = (max_delay / 2).max(20);
         }
     }
     eprintln!("stored positions after each SIGKILL: {positions:?} of {n}");
@@ -158,7 +168,6 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
 
     // One last run to the end, then a graceful stop.
     let mut child = spawn_daemon(&nats.url(), &store, port);
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(Instant::now() < deadline, "did not catch up");

@@ -107,9 +107,13 @@ impl NatsServer {
         }
     }
 
+    /// A JetStream context with a generous ack timeout: the whole suite runs in parallel on
+    /// two cores, and a slow ack is not what any test is about.
     pub async fn jetstream(&self) -> jetstream::Context {
         let client = async_nats::connect(self.url()).await.unwrap();
-        jetstream::new(client)
+        jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build(client)
     }
 }
 
