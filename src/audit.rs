@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -302,14 +302,7 @@ async fn read_stream(settings: &Settings, upto: u64) -> anyhow::Result<Vec<RawMe
             state.last_sequence
         );
     }
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = crate::broker::ordered_messages(&client, &stream, 1).await?;
     let mut out = Vec::new();
     while let Some(m) = messages.next().await {
         let m = RawMessage::from_jetstream(&m?)?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures::StreamExt;
 
 use crate::config::Settings;
@@ -209,14 +209,7 @@ async fn raw_read(
 ) -> anyhow::Result<f64> {
     let stream = js.get_stream(stream).await?;
     let start = Instant::now();
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = crate::broker::ordered_messages(client, &stream, 1).await?;
     let mut n = 0u64;
     while let Some(m) = messages.next().await {
         let _ = m?;

@@ -177,6 +177,28 @@ pub async fn ensure_stream(
     }
 }
 
+/// The messages of `stream` from sequence `from` on, through an ordered push consumer: no acks,
+/// no state on the broker, recreated by the client on a gap. Ingest, rebuild, `verify` and the
+/// benchmark's raw read all read the stream this one way.
+pub async fn ordered_messages(
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    from: u64,
+) -> anyhow::Result<jetstream::consumer::push::Ordered> {
+    use jetstream::consumer::{DeliverPolicy, push};
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer")?;
+    consumer.messages().await.context("subscribing")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{DecodeRules, RawMessage, fold_batch};
-use crate::broker::ensure_stream;
+use crate::broker::{ensure_stream, ordered_messages};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::projection::Ledger;
 use crate::store::Commit;
@@ -83,20 +83,8 @@ async fn consume(
         );
     }
     ledger.set_broker_state(true, Some(state.last_sequence));
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: applied + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .context("creating ordered consumer")?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .context("subscribing")?
+    let mut messages = ordered_messages(client, &stream, applied + 1)
+        .await?
         .ready_chunks(ingest.batch_size.max(1));
     tracing::info!(
         stream = %nats.stream,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -172,17 +172,9 @@ async fn run(
     if try_switch(ledger, &next, generation, &[], &rules).await? {
         return Ok((generation, next.ticket_count()));
     }
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
+    let mut messages = crate::broker::ordered_messages(&client, &stream, 1)
         .await
-        .context("creating the rebuild consumer")?;
-    let mut messages = consumer
-        .messages()
-        .await?
+        .context("the rebuild consumer")?
         .ready_chunks(ingest.batch_size.max(1));
     while let Some(chunk) = messages.next().await {
         let batch = chunk

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
 use tempfile::TempDir;
 use ticket_ledger::app::App;
 use ticket_ledger::auth::hash_token;
@@ -360,23 +361,44 @@ pub async fn publish(js: &jetstream::Context, events: &[Event]) -> u64 {
 }
 
 /// Publishes raw messages in order (optionally with a `Nats-Msg-Id`); returns the last sequence.
+///
+/// The first message is published alone and retried while JetStream answers "no stream": on a
+/// loaded machine a stream just created can take a moment to take messages, and nothing is
+/// stored by a refused publish, so the retry cannot duplicate it. The rest are pipelined.
 pub async fn publish_raw(
     js: &jetstream::Context,
     messages: Vec<(String, Vec<u8>, Option<String>)>,
 ) -> u64 {
     ensure_stream(js).await;
-    let mut acks = Vec::new();
-    let mut last = 0;
-    for (subject, payload, id) in messages {
+    let publish = |subject: String, payload: Vec<u8>, id: Option<String>| {
         let mut headers = HeaderMap::new();
         if let Some(id) = id {
             headers.insert("Nats-Msg-Id", id.as_str());
         }
-        acks.push(
-            js.publish_with_headers(subject, headers, payload.into())
+        js.publish_with_headers(subject, headers, payload.into())
+    };
+    let mut messages = messages.into_iter();
+    let mut last = 0;
+    if let Some((subject, payload, id)) = messages.next() {
+        let mut tries = 0;
+        last = loop {
+            let ack = publish(subject.clone(), payload.clone(), id.clone())
                 .await
-                .unwrap(),
-        );
+                .unwrap()
+                .await;
+            match ack {
+                Ok(a) => break a.sequence,
+                Err(e) if tries < 100 && e.kind() == PublishErrorKind::StreamNotFound => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("publishing: {e}"),
+            }
+        };
+    }
+    let mut acks = Vec::new();
+    for (subject, payload, id) in messages {
+        acks.push(publish(subject, payload, id).await.unwrap());
         if acks.len() >= 500 {
             for a in acks.drain(..) {
                 last = last.max(a.await.unwrap().sequence);
