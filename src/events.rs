@@ -162,28 +162,41 @@ impl DecodeError {
     }
 }
 
+/// The CloudEvents envelope. Decoded with `data` typed (`Envelope<RawData>`) on the fast path, one
+/// pass over the bytes with no JSON tree; with `data` left as a tree (`Envelope<Value>`) only
+/// when that fails, to name the precise reason.
 #[derive(Deserialize)]
-struct RawEnvelope {
+struct Envelope<D> {
     specversion: String,
     id: String,
     source: String,
     #[serde(rename = "type")]
     ty: String,
     time: String,
-    data: Value,
+    data: D,
 }
 
-/// The same envelope with `data` typed: the fast path, one pass over the bytes with no
-/// intermediate JSON tree. When it fails, the slow path finds the precise reason.
-#[derive(Deserialize)]
-struct TypedEnvelope {
-    specversion: String,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    ty: String,
-    time: String,
-    data: RawData,
+impl<D> Envelope<D> {
+    /// The attributes apart from the data, so both paths check them the same way.
+    fn split(self) -> (Envelope<()>, D) {
+        let Envelope {
+            specversion,
+            id,
+            source,
+            ty,
+            time,
+            data,
+        } = self;
+        let attrs = Envelope {
+            specversion,
+            id,
+            source,
+            ty,
+            time,
+            data: (),
+        };
+        (attrs, data)
+    }
 }
 
 #[derive(Deserialize)]
@@ -214,19 +227,17 @@ pub fn decode(
             max: max_bytes,
         });
     }
-    let (env, data) = match serde_json::from_slice::<TypedEnvelope>(payload) {
+    // The data's verdict waits until the attributes are checked, so that reasons keep their
+    // order whichever path decoded the payload.
+    let (env, data) = match serde_json::from_slice::<Envelope<RawData>>(payload) {
         Ok(e) => {
-            let env = RawEnvelope {
-                specversion: e.specversion,
-                id: e.id,
-                source: e.source,
-                ty: e.ty,
-                time: e.time,
-                data: Value::Null,
-            };
-            (env, Some(e.data))
+            let (env, data) = e.split();
+            (env, Ok(data))
         }
-        Err(_) => (envelope_or_reason(payload)?, None),
+        Err(_) => {
+            let (env, data) = envelope_or_reason(payload)?.split();
+            (env, typed_data(data))
+        }
     };
     if env.specversion != SPEC_VERSION {
         return Err(DecodeError::SpecVersion(env.specversion));
@@ -239,15 +250,7 @@ pub fn decode(
         .and_then(Kind::parse)
         .ok_or_else(|| DecodeError::UnknownKind(env.ty.clone()))?;
     let time_ms = parse_time_ms(&env.time).ok_or_else(|| DecodeError::Time(env.time.clone()))?;
-    let data = match data {
-        Some(d) => d,
-        None => {
-            if !env.data.is_object() {
-                return Err(DecodeError::Data("data must be a JSON object".into()));
-            }
-            serde_json::from_value(env.data).map_err(|e| DecodeError::Data(e.to_string()))?
-        }
-    };
+    let data = data?;
     let project = ProjectId::parse(&data.project_id)
         .map_err(|e| DecodeError::Data(format!("project_id: {e}")))?;
     if data.order_id == 0 {
@@ -286,14 +289,21 @@ pub fn decode(
 }
 
 /// The slow path: parses through a JSON tree to tell a malformed payload from a bad envelope.
-/// `data` is left untyped for the caller to judge.
-fn envelope_or_reason(payload: &[u8]) -> Result<RawEnvelope, DecodeError> {
+/// `data` is left untyped for [`typed_data`] to judge.
+fn envelope_or_reason(payload: &[u8]) -> Result<Envelope<Value>, DecodeError> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
         return Err(DecodeError::MalformedJson("not an object".into()));
     }
     serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
+}
+
+fn typed_data(data: Value) -> Result<RawData, DecodeError> {
+    if !data.is_object() {
+        return Err(DecodeError::Data("data must be a JSON object".into()));
+    }
+    serde_json::from_value(data).map_err(|e| DecodeError::Data(e.to_string()))
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
