@@ -1,11 +1,27 @@
 //! The in-memory query view: what the list endpoint reads.
 //!
 //! sled holds the records durably; this view is derived from them at start-up and kept in step
-//! by every commit, so no secondary index key is ever written to disk. Per project, rows sit in a
-//! `BTreeMap` keyed by `order_id`: a page is a keyset walk down from the marker (never an
-//! offset), and the total is a count over the same rows.
+//! by every commit, so no secondary index key is ever written to disk (index keys, not records,
+//! are what make sled slow). Everything a list query needs, its total included, is answered
+//! here without counting every match:
+//!
+//! - **Groups.** Per project, every row sits in four [`Group`]s: all rows, its status, its
+//!   creator, and its (creator, status). A group is a list ordered by `order_id`, cut into
+//!   blocks of at most [`BLOCK_MAX`] entries. A page is a keyset walk down from the marker in the
+//!   one group that matches the query's equality filters (never an offset), and a total with no
+//!   time range is the group's length.
+//! - **Zone maps.** Each block keeps the lowest and highest `gmt_created` of its entries. A time
+//!   range skips the blocks it cannot touch and counts whole the blocks it covers, so only the
+//!   blocks at its two edges are looked into. This is fast because `gmt_created` rises with
+//!   `order_id` (both are assigned at creation); were they unrelated, the same code would still be
+//!   right, only slower, looking into more blocks.
+//! - **Trigrams.** Per project, each trigram of the lower-cased names maps to the (ascending) row
+//!   slots whose name holds it. `name_like` of three bytes or more intersects the needle's
+//!   trigram lists, smallest first, and checks the few candidates left; shorter needles, and the
+//!   `coc:JobType` condition, are checked on the rows of the chosen group. The planner takes
+//!   whichever candidate set is smaller.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -21,7 +37,7 @@ pub struct Properties {
 }
 
 /// One ticket as the list endpoint shows it (COC's `JobScriptOrderListModel`, fields in the
-/// spec's order), plus the lower-cased name the `name_like` filter searches.
+/// spec's order). Built for the page only; the view keeps a compact [`Slot`] per ticket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     /// Ticket key.
@@ -36,38 +52,12 @@ pub struct Row {
     pub gmt_finished: Option<i64>,
     /// Duration, ms; null while not over.
     pub execute_costs: Option<i64>,
-    /// Creator (shared between the rows of one creator).
+    /// Creator.
     pub creator: Arc<str>,
     /// Status.
     pub status: Status,
     /// Regions.
     pub properties: Properties,
-    /// `order_name` lower-cased, for case-insensitive substring search.
-    #[serde(skip)]
-    pub name_lower: String,
-    /// Job type, for the `coc:JobType` condition (shared between rows).
-    #[serde(skip)]
-    pub job_type: Arc<str>,
-}
-
-impl Row {
-    fn from_ticket(t: &Ticket, creator: Arc<str>, job_type: Arc<str>) -> Self {
-        Row {
-            order_id: t.order_id,
-            order_name: t.order_name.clone(),
-            execute_uuid: t.execute_uuid.clone(),
-            gmt_created: t.gmt_created,
-            gmt_finished: t.gmt_finished,
-            execute_costs: t.execute_costs,
-            creator,
-            status: t.status,
-            properties: Properties {
-                region_ids: t.region_ids.clone(),
-            },
-            name_lower: t.order_name.to_lowercase(),
-            job_type,
-        }
-    }
 }
 
 /// A parsed list query. Every field is already valid (see [`crate::domain`]).
@@ -113,51 +103,236 @@ pub struct Page {
     pub data: Vec<Row>,
 }
 
-#[derive(Default)]
-struct ProjectRows {
-    rows: BTreeMap<u64, Row>,
-    /// `execute_uuid` → `order_id`, for the detail endpoint.
-    by_uuid: HashMap<String, u64>,
-    /// Totals kept as rows come and change, so that a total filtered by nothing, status,
-    /// creator, or creator and status is a look-up rather than a count over every row.
-    counts: Counts,
+/// An interned string's number: creators, job types and regions repeat across many rows.
+type Sym = u32;
+
+/// What the view keeps of one ticket (about 100 bytes plus its name and uuid).
+#[derive(Debug, Clone)]
+struct Slot {
+    order_id: u64,
+    gmt_created: i64,
+    gmt_finished: Option<i64>,
+    execute_costs: Option<i64>,
+    status: Status,
+    creator: Sym,
+    job_type: Sym,
+    region_ids: Sym,
+    name: Box<str>,
+    /// The lower-cased name, kept only when it differs from `name`.
+    name_lower: Option<Box<str>>,
+    execute_uuid: Box<str>,
 }
 
-/// Row counts by status, by creator, and by (creator, status).
-#[derive(Default)]
-struct Counts {
-    by_status: HashMap<Status, u64>,
-    by_creator: HashMap<Arc<str>, u64>,
-    by_creator_status: HashMap<(Arc<str>, Status), u64>,
+impl Slot {
+    fn name_lower(&self) -> &str {
+        self.name_lower.as_deref().unwrap_or(&self.name)
+    }
 }
 
-impl Counts {
-    fn add(&mut self, r: &Row, delta: i64) {
-        let bump = |n: &mut u64| *n = n.saturating_add_signed(delta);
-        bump(self.by_status.entry(r.status).or_default());
-        bump(self.by_creator.entry(r.creator.clone()).or_default());
-        bump(
-            self.by_creator_status
-                .entry((r.creator.clone(), r.status))
-                .or_default(),
-        );
+/// A group entry: enough to order, range-check and find the row without touching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    order_id: u64,
+    created: i64,
+    slot: u32,
+}
+
+/// Largest block of a [`Group`]; a fuller block splits in two. Small enough that an insert's
+/// shift and an edge block's scan are cheap, large enough that a walk over the blocks is short.
+pub const BLOCK_MAX: usize = 1024;
+
+/// Entries ordered by `order_id`, with the `gmt_created` bounds of each block.
+#[derive(Debug, Default)]
+struct Block {
+    entries: Vec<Entry>,
+    min_created: i64,
+    max_created: i64,
+}
+
+impl Block {
+    fn new(entries: Vec<Entry>) -> Self {
+        let mut b = Block {
+            entries,
+            min_created: 0,
+            max_created: 0,
+        };
+        b.rezone();
+        b
     }
 
-    /// The total of a query whose only filters are status and/or creator, if it is one.
-    fn total(&self, all: usize, q: &Query) -> Option<u64> {
-        if q.time.is_some() || q.name_like.is_some() || q.job_types.is_some() {
-            return None;
+    fn rezone(&mut self) {
+        self.min_created = self.entries.iter().map(|e| e.created).min().unwrap_or(0);
+        self.max_created = self.entries.iter().map(|e| e.created).max().unwrap_or(0);
+    }
+
+    fn first(&self) -> u64 {
+        self.entries.first().map_or(0, |e| e.order_id)
+    }
+
+    /// Whether no entry of the block can fall in `t`.
+    fn disjoint(&self, t: &TimeRange) -> bool {
+        self.max_created < t.start || self.min_created > t.end
+    }
+
+    /// Whether every entry of the block falls in `t`.
+    fn inside(&self, t: &TimeRange) -> bool {
+        self.min_created >= t.start && self.max_created <= t.end
+    }
+}
+
+/// A set of rows ordered by `order_id` (see the module notes).
+#[derive(Debug, Default)]
+struct Group {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+impl Group {
+    /// The block that holds, or would hold, `order_id`.
+    fn block_of(&self, order_id: u64) -> usize {
+        self.blocks
+            .partition_point(|b| b.first() <= order_id)
+            .saturating_sub(1)
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if self.blocks.is_empty() {
+            self.blocks.push(Block::new(vec![e]));
+            self.len = 1;
+            return;
         }
-        Some(match (&q.creator, q.status) {
-            (None, None) => all as u64,
-            (None, Some(s)) => self.by_status.get(&s).copied().unwrap_or(0),
-            (Some(c), None) => self.by_creator.get(c.as_str()).copied().unwrap_or(0),
-            (Some(c), Some(s)) => self
-                .by_creator_status
-                .get(&(Arc::from(c.as_str()), s))
-                .copied()
-                .unwrap_or(0),
-        })
+        let bi = self.block_of(e.order_id);
+        let b = &mut self.blocks[bi];
+        match b.entries.binary_search_by_key(&e.order_id, |x| x.order_id) {
+            Ok(i) => {
+                b.entries[i] = e;
+                b.rezone();
+                return;
+            }
+            Err(i) => b.entries.insert(i, e),
+        }
+        self.len += 1;
+        b.min_created = b.min_created.min(e.created);
+        b.max_created = b.max_created.max(e.created);
+        if b.entries.len() > BLOCK_MAX {
+            let tail = b.entries.split_off(BLOCK_MAX / 2);
+            b.rezone();
+            self.blocks.insert(bi + 1, Block::new(tail));
+        }
+    }
+
+    fn remove(&mut self, order_id: u64) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let bi = self.block_of(order_id);
+        let b = &mut self.blocks[bi];
+        if let Ok(i) = b.entries.binary_search_by_key(&order_id, |x| x.order_id) {
+            b.entries.remove(i);
+            self.len -= 1;
+            if b.entries.is_empty() {
+                self.blocks.remove(bi);
+            } else {
+                b.rezone();
+            }
+        }
+    }
+
+    /// Entries whose `gmt_created` falls in `time` (all of them without a range).
+    fn count(&self, time: Option<&TimeRange>) -> u64 {
+        let Some(t) = time else {
+            return self.len as u64;
+        };
+        self.blocks
+            .iter()
+            .map(|b| {
+                if b.disjoint(t) {
+                    0
+                } else if b.inside(t) {
+                    b.entries.len()
+                } else {
+                    b.entries.iter().filter(|e| t.contains(e.created)).count()
+                }
+            })
+            .sum::<usize>() as u64
+    }
+
+    /// Entries below `below` and in `time`, newest first, while `f` returns true.
+    fn walk_desc(&self, below: u64, time: Option<&TimeRange>, mut f: impl FnMut(&Entry) -> bool) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let top = self.block_of(below.saturating_sub(1));
+        for b in self.blocks[..=top].iter().rev() {
+            if time.is_some_and(|t| b.disjoint(t)) {
+                continue;
+            }
+            let end = b.entries.partition_point(|e| e.order_id < below);
+            for e in b.entries[..end].iter().rev() {
+                if time.is_none_or(|t| t.contains(e.created)) && !f(e) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A trigram of lower-cased name bytes.
+type Trigram = u32;
+
+fn trigrams(lower: &str) -> Vec<Trigram> {
+    let mut out: Vec<Trigram> = lower
+        .as_bytes()
+        .windows(3)
+        .map(|w| (w[0] as u32) << 16 | (w[1] as u32) << 8 | w[2] as u32)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The view of one project.
+#[derive(Default)]
+struct ProjectRows {
+    slots: Vec<Slot>,
+    by_order: HashMap<u64, u32>,
+    by_uuid: HashMap<Box<str>, u32>,
+    all: Group,
+    by_status: HashMap<Status, Group>,
+    by_creator: HashMap<Sym, Group>,
+    by_creator_status: HashMap<(Sym, Status), Group>,
+    /// Trigram → slots (ascending) whose lower-cased name holds it.
+    names: HashMap<Trigram, Vec<u32>>,
+}
+
+impl ProjectRows {
+    fn groups_mut(&mut self, creator: Sym, status: Status) -> [&mut Group; 4] {
+        [
+            &mut self.all,
+            self.by_status.entry(status).or_default(),
+            self.by_creator.entry(creator).or_default(),
+            self.by_creator_status.entry((creator, status)).or_default(),
+        ]
+    }
+
+    fn index_name(&mut self, slot: u32, lower: &str) {
+        for g in trigrams(lower) {
+            let list = self.names.entry(g).or_default();
+            match list.binary_search(&slot) {
+                Ok(_) => {}
+                Err(i) => list.insert(i, slot),
+            }
+        }
+    }
+
+    fn unindex_name(&mut self, slot: u32, lower: &str) {
+        for g in trigrams(lower) {
+            if let Some(list) = self.names.get_mut(&g)
+                && let Ok(i) = list.binary_search(&slot)
+            {
+                list.remove(i);
+            }
+        }
     }
 }
 
@@ -165,87 +340,238 @@ impl Counts {
 #[derive(Default)]
 pub struct Index {
     projects: HashMap<ProjectId, ProjectRows>,
-    /// Interned creators and job types: many rows, few distinct values.
-    interned: HashMap<String, Arc<str>>,
+    /// Interned creators, job types and regions.
+    symbols: Vec<Arc<str>>,
+    symbol_ids: HashMap<Arc<str>, Sym>,
+    len: usize,
 }
 
 impl Index {
+    fn intern(&mut self, s: &str) -> Sym {
+        if let Some(&id) = self.symbol_ids.get(s) {
+            return id;
+        }
+        let id = self.symbols.len() as Sym;
+        let v: Arc<str> = Arc::from(s);
+        self.symbols.push(v.clone());
+        self.symbol_ids.insert(v, id);
+        id
+    }
+
     /// Inserts or replaces a ticket's row.
     pub fn upsert(&mut self, t: &Ticket) {
         let creator = self.intern(&t.creator);
         let job_type = self.intern(&t.job_type);
+        let region_ids = self.intern(&t.region_ids);
+        let lower = t.order_name.to_lowercase();
+        let slot = Slot {
+            order_id: t.order_id,
+            gmt_created: t.gmt_created,
+            gmt_finished: t.gmt_finished,
+            execute_costs: t.execute_costs,
+            status: t.status,
+            creator,
+            job_type,
+            region_ids,
+            name: t.order_name.as_str().into(),
+            name_lower: (lower != t.order_name).then(|| lower.as_str().into()),
+            execute_uuid: t.execute_uuid.as_str().into(),
+        };
         let p = self.projects.entry(t.project.clone()).or_default();
-        p.by_uuid.insert(t.execute_uuid.clone(), t.order_id);
-        let row = Row::from_ticket(t, creator, job_type);
-        p.counts.add(&row, 1);
-        if let Some(old) = p.rows.insert(t.order_id, row) {
-            p.counts.add(&old, -1);
+        let entry = |i: u32| Entry {
+            order_id: t.order_id,
+            created: t.gmt_created,
+            slot: i,
+        };
+        match p.by_order.get(&t.order_id).copied() {
+            None => {
+                let i = p.slots.len() as u32;
+                for g in p.groups_mut(creator, t.status) {
+                    g.insert(entry(i));
+                }
+                p.index_name(i, &lower);
+                p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
+                p.by_order.insert(t.order_id, i);
+                p.slots.push(slot);
+                self.len += 1;
+            }
+            Some(i) => {
+                let old = p.slots[i as usize].clone();
+                if (old.creator, old.status, old.gmt_created) != (creator, t.status, t.gmt_created)
+                {
+                    for g in p.groups_mut(old.creator, old.status) {
+                        g.remove(t.order_id);
+                    }
+                    for g in p.groups_mut(creator, t.status) {
+                        g.insert(entry(i));
+                    }
+                }
+                if old.name != slot.name {
+                    p.unindex_name(i, old.name_lower());
+                    p.index_name(i, &lower);
+                }
+                if old.execute_uuid != slot.execute_uuid {
+                    p.by_uuid.remove(&old.execute_uuid);
+                    p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
+                }
+                p.slots[i as usize] = slot;
+            }
         }
-    }
-
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(v) = self.interned.get(s) {
-            return v.clone();
-        }
-        let v: Arc<str> = Arc::from(s);
-        self.interned.insert(s.to_owned(), v.clone());
-        v
     }
 
     /// The `order_id` of a project's ticket with this `execute_uuid`. (Should two tickets share a
     /// uuid, the one written last wins.)
     pub fn order_of(&self, project: &ProjectId, execute_uuid: &str) -> Option<u64> {
-        self.projects
-            .get(project)?
-            .by_uuid
-            .get(execute_uuid)
-            .copied()
+        let p = self.projects.get(project)?;
+        let i = *p.by_uuid.get(execute_uuid)?;
+        Some(p.slots[i as usize].order_id)
     }
 
     /// Number of tickets in all projects.
     pub fn len(&self) -> usize {
-        self.projects.values().map(|p| p.rows.len()).sum()
+        self.len
     }
 
     /// Whether no ticket is indexed.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    fn row(&self, s: &Slot) -> Row {
+        Row {
+            order_id: s.order_id,
+            order_name: s.name.to_string(),
+            execute_uuid: s.execute_uuid.to_string(),
+            gmt_created: s.gmt_created,
+            gmt_finished: s.gmt_finished,
+            execute_costs: s.execute_costs,
+            creator: self.symbols[s.creator as usize].clone(),
+            status: s.status,
+            properties: Properties {
+                region_ids: self.symbols[s.region_ids as usize].to_string(),
+            },
+        }
     }
 
     /// Answers a list query for one project.
     pub fn query(&self, project: &ProjectId, q: &Query) -> Page {
+        let empty = Page {
+            total: 0,
+            data: Vec::new(),
+        };
         let Some(p) = self.projects.get(project) else {
-            return Page {
-                total: 0,
-                data: Vec::new(),
-            };
+            return empty;
         };
-        let needle = q.name_like.as_ref().map(|n| n.as_str().to_lowercase());
-        let matches = |r: &Row| {
-            q.status.is_none_or(|s| r.status == s)
-                && q.time.is_none_or(|t| t.contains(r.gmt_created))
-                && q.creator.as_ref().is_none_or(|c| &*r.creator == c.as_str())
-                && needle.as_deref().is_none_or(|n| r.name_lower.contains(n))
-                && q.job_types
-                    .as_ref()
-                    .is_none_or(|j| j.iter().any(|t| **t == *r.job_type))
+        let creator = match &q.creator {
+            None => None,
+            Some(c) => match self.symbol_ids.get(c.as_str()) {
+                Some(&id) => Some(id),
+                None => return empty,
+            },
         };
+        let group = match (creator, q.status) {
+            (None, None) => Some(&p.all),
+            (None, Some(s)) => p.by_status.get(&s),
+            (Some(c), None) => p.by_creator.get(&c),
+            (Some(c), Some(s)) => p.by_creator_status.get(&(c, s)),
+        };
+        let Some(group) = group else {
+            return empty;
+        };
+        let time = q.time.as_ref();
         let below = q.marker.map_or(u64::MAX, |m| m.get());
-        let data = p
-            .rows
-            .range(..below)
-            .rev()
-            .map(|(_, r)| r)
-            .filter(|r| matches(r))
-            .take(q.limit.get())
-            .cloned()
-            .collect();
-        let total = p
-            .counts
-            .total(p.rows.len(), q)
-            .unwrap_or_else(|| p.rows.values().filter(|r| matches(r)).count() as u64);
+        let limit = q.limit.get();
+        let needle = q.name_like.as_ref().map(|n| n.as_str().to_lowercase());
+        let job_types: Option<Vec<Sym>> = q.job_types.as_ref().map(|j| {
+            j.iter()
+                .filter_map(|t| self.symbol_ids.get(t.as_str()).copied())
+                .collect()
+        });
+        let residual = |s: &Slot| {
+            needle.as_deref().is_none_or(|n| s.name_lower().contains(n))
+                && job_types.as_ref().is_none_or(|j| j.contains(&s.job_type))
+        };
+        let mut data = Vec::with_capacity(limit);
+        if needle.is_none() && job_types.is_none() {
+            // Equality filters and a time range only: the group answers both.
+            group.walk_desc(below, time, |e| {
+                data.push(self.row(&p.slots[e.slot as usize]));
+                data.len() < limit
+            });
+            return Page {
+                total: group.count(time),
+                data,
+            };
+        }
+        let in_group = group.count(time);
+        let postings = needle.as_deref().and_then(|n| candidates(p, n, in_group));
+        let mut total = 0u64;
+        match postings {
+            // Few rows hold the needle's trigrams: check those, then order the page.
+            Some(slots) => {
+                let mut hits: Vec<&Slot> = Vec::new();
+                for i in slots {
+                    let s = &p.slots[i as usize];
+                    let ok = q.status.is_none_or(|st| s.status == st)
+                        && creator.is_none_or(|c| s.creator == c)
+                        && time.is_none_or(|t| t.contains(s.gmt_created))
+                        && residual(s);
+                    if ok {
+                        total += 1;
+                        if s.order_id < below {
+                            hits.push(s);
+                        }
+                    }
+                }
+                if hits.len() > limit {
+                    hits.select_nth_unstable_by(limit, |a, b| b.order_id.cmp(&a.order_id));
+                    hits.truncate(limit);
+                }
+                hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.order_id));
+                data.extend(hits.into_iter().map(|s| self.row(s)));
+            }
+            // The group (within the time range) is the smaller set: walk it all, counting.
+            None => group.walk_desc(u64::MAX, time, |e| {
+                let s = &p.slots[e.slot as usize];
+                if residual(s) {
+                    total += 1;
+                    if e.order_id < below && data.len() < limit {
+                        data.push(self.row(s));
+                    }
+                }
+                true
+            }),
+        }
         Page { total, data }
     }
+}
+
+/// The slots (ascending) whose name holds every trigram of `needle`, if the needle has trigrams
+/// and its rarest trigram is rarer than `than` rows; `None` tells the caller to walk its group.
+fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
+    let grams = trigrams(needle);
+    if grams.is_empty() {
+        return None;
+    }
+    let mut lists = Vec::with_capacity(grams.len());
+    for g in &grams {
+        match p.names.get(g) {
+            Some(l) => lists.push(l.as_slice()),
+            None => return Some(Vec::new()),
+        }
+    }
+    lists.sort_unstable_by_key(|l| l.len());
+    if lists[0].len() as u64 >= than {
+        return None;
+    }
+    let mut out = lists[0].to_vec();
+    for l in &lists[1..] {
+        out.retain(|s| l.binary_search(s).is_ok());
+        if out.is_empty() {
+            break;
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -353,6 +679,140 @@ mod tests {
                 assert_eq!(kept, counted, "{creator:?} {status:?}");
             }
         }
+    }
+
+    /// The reference: every filter checked on every ticket, sorted, counted.
+    fn naive(tickets: &HashMap<u64, Ticket>, q: &Query) -> (u64, Vec<u64>) {
+        let needle = q.name_like.as_ref().map(|n| n.as_str().to_lowercase());
+        let mut m: Vec<&Ticket> = tickets
+            .values()
+            .filter(|t| {
+                q.status.is_none_or(|s| t.status == s)
+                    && q.time.is_none_or(|r| r.contains(t.gmt_created))
+                    && q.creator.as_ref().is_none_or(|c| t.creator == c.as_str())
+                    && needle
+                        .as_deref()
+                        .is_none_or(|n| t.order_name.to_lowercase().contains(n))
+                    && q.job_types.as_ref().is_none_or(|j| j.contains(&t.job_type))
+            })
+            .collect();
+        m.sort_by_key(|t| std::cmp::Reverse(t.order_id));
+        let below = q.marker.map_or(u64::MAX, |m| m.get());
+        let page = m
+            .iter()
+            .filter(|t| t.order_id < below)
+            .take(q.limit.get())
+            .map(|t| t.order_id)
+            .collect();
+        (m.len() as u64, page)
+    }
+
+    #[test]
+    fn every_plan_agrees_with_checking_every_ticket() {
+        // Several thousand tickets (many blocks), created at times unrelated to order_id (so the
+        // zone maps overlap), then changed at random: status, creator, even the name.
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let words = [
+            "Alpha",
+            "beta",
+            "gamma",
+            "delta",
+            "Patch",
+            "night",
+            "数据库",
+            "x",
+        ];
+        let statuses = [
+            Status::Ready,
+            Status::Processing,
+            Status::Abnormal,
+            Status::Finished,
+            Status::Canceled,
+        ];
+        let mut ix = Index::default();
+        let mut all = HashMap::new();
+        for i in 0..6_000u64 {
+            let order_id = if i < 5_000 {
+                i * 3 + 1
+            } else {
+                rnd(15_000) + 1
+            };
+            let created = if rnd(4) == 0 {
+                rnd(1_000_000) as i64
+            } else {
+                order_id as i64 * 60
+            };
+            let mut t = ticket(
+                order_id,
+                &format!("c{}", rnd(7)),
+                statuses[rnd(5) as usize],
+                &format!(
+                    "{}-{}{}",
+                    words[rnd(8) as usize],
+                    words[rnd(8) as usize],
+                    rnd(50)
+                ),
+                created,
+            );
+            t.job_type = if rnd(3) == 0 { "SHELL" } else { "SCRIPT" }.into();
+            ix.upsert(&t);
+            all.insert(order_id, t);
+        }
+        let p = ProjectId::parse("p").unwrap();
+        let filter = |s: &str, what| FilterText::parse(s, what).unwrap();
+        for n in 0..3_000 {
+            let mut q = Query::all();
+            q.limit = PageLimit::parse(&(1 + rnd(30)).to_string()).unwrap();
+            if rnd(2) == 0 {
+                q.marker = Some(Marker::parse(&rnd(16_000).to_string()).unwrap());
+            }
+            if rnd(2) == 0 {
+                let a = rnd(1_000_000);
+                let b = a + rnd(400_000);
+                q.time = TimeRange::parse(Some(&a.to_string()), Some(&b.to_string())).unwrap();
+            }
+            if rnd(2) == 0 {
+                q.creator = Some(filter(&format!("c{}", rnd(8)), "creator"));
+            }
+            if rnd(2) == 0 {
+                q.status = Some(statuses[rnd(5) as usize]);
+            }
+            if rnd(2) == 0 {
+                let needles = [
+                    "a", "pa", "PAT", "ta-b", "night", "ght1", "据库", "zzz", "-",
+                ];
+                q.name_like = Some(filter(needles[rnd(9) as usize], "name_like"));
+            }
+            if rnd(4) == 0 {
+                q.job_types = Some(vec!["SHELL".into()]);
+            }
+            let page = ix.query(&p, &q);
+            assert_eq!(
+                (page.total, ids(&page)),
+                naive(&all, &q),
+                "query {n}: {q:?}"
+            );
+            if n % 3 == 0 {
+                // Change a ticket between queries.
+                let id = *all.keys().nth(rnd(all.len() as u64) as usize).unwrap();
+                let t = all.get_mut(&id).unwrap();
+                t.status = statuses[rnd(5) as usize];
+                if rnd(5) == 0 {
+                    t.creator = format!("c{}", rnd(7));
+                }
+                if rnd(10) == 0 {
+                    t.order_name = "renamed Night".into();
+                }
+                ix.upsert(t);
+            }
+        }
+        assert_eq!(ix.len(), all.len());
     }
 
     #[test]
