@@ -31,7 +31,8 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let auth = Authenticator::from_settings(&settings.auth).context("auth.tokens")?;
         let path = settings.store.path.clone();
-        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path))
+        let policy = settings.store.flush_policy();
+        let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, policy))
             .await?
             .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
         tracing::info!(
@@ -91,10 +92,10 @@ impl App {
         let served = server.await.context("HTTP server");
         cancel.cancel();
         ingest.await.context("ingest task")?;
-        let projection = self.ledger.current();
-        tokio::task::spawn_blocking(move || projection.store().flush())
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.persist())
             .await?
-            .context("flushing the store")?;
+            .context("writing the store")?;
         self.broker.shutdown().await;
         tracing::info!("stopped");
         served

@@ -18,7 +18,7 @@ use crate::batch::{DecodeRules, MemoryProjection, RawMessage, TicketKey};
 use crate::config::Settings;
 use crate::events;
 use crate::fold::Ticket;
-use crate::store::encode_ticket;
+use crate::store::ticket_json;
 
 /// An HTTP client for the daemon's API.
 pub struct AdminClient {
@@ -383,7 +383,7 @@ pub async fn verify(settings: &Settings, c: &AdminClient) -> anyhow::Result<Veri
                 key.0, key.1
             )),
             Some(e) => {
-                let want = encode_ticket(&e);
+                let want = ticket_json(&e);
                 if &want != raw {
                     differences.push(format!(
                         "{}/{}:\n  live:   {}\n  stream: {}",

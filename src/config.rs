@@ -44,6 +44,21 @@ pub struct HttpSettings {
 pub struct StoreSettings {
     /// sled directory.
     pub path: PathBuf,
+    /// Write what was folded to sled once this many stream messages have been folded since the
+    /// last write...
+    pub flush_events: u64,
+    /// ... or once the oldest unwritten fold is this old, ms.
+    pub flush_interval_ms: u64,
+}
+
+impl StoreSettings {
+    /// The write-behind policy these settings describe.
+    pub fn flush_policy(&self) -> crate::projection::FlushPolicy {
+        crate::projection::FlushPolicy {
+            max_events: self.flush_events.max(1),
+            max_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+        }
+    }
 }
 
 /// When to run a `nats-server` child process.
@@ -82,7 +97,7 @@ pub struct NatsSettings {
 /// Ingest settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestSettings {
-    /// Most messages per sled write.
+    /// Most messages folded (and made visible) in one step.
     pub batch_size: usize,
     /// Largest accepted payload, bytes.
     pub max_event_bytes: usize,

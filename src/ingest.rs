@@ -113,6 +113,14 @@ async fn consume(
             _ = tick.tick() => {
                 let last = stream.get_info().await.context("stream info")?.state.last_sequence;
                 ledger.set_broker_state(true, Some(last));
+                // Quiet stream: write what is buffered once it is old enough.
+                let l = ledger.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _commit = l.commit_lock();
+                    l.current().flush_if_due()
+                })
+                .await
+                .context("flush task")??;
             }
         }
     }
@@ -124,32 +132,36 @@ async fn apply(
     batch: Vec<RawMessage>,
     rules: DecodeRules,
 ) -> anyhow::Result<()> {
-    let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<Commit> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // The lock makes a blue/green switch-over wait for this commit, or this commit wait for
         // the switch-over; either way the batch lands in the projection that is live after it.
         let _commit = ledger.commit_lock();
         let projection = ledger.current();
         let applied = projection.applied_seq();
         let commit = fold_batch(&batch, applied, &rules, |(p, o)| projection.ticket(p, *o))?;
+        log_dead_letters(&commit);
         if commit.applied_seq > applied {
-            projection.commit(&commit)?;
+            projection.commit(commit)?;
         }
-        Ok(commit)
+        Ok(())
     })
     .await
-    .context("fold task")??;
-    if !commit.dead_letters.is_empty() {
-        let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-        for d in &commit.dead_letters {
-            *by_reason.entry(d.code.as_str()).or_default() += 1;
-            tracing::debug!(seq = d.seq, code = %d.code, reason = %d.reason, "dead letter");
-        }
-        tracing::warn!(
-            count = commit.dead_letters.len(),
-            by_reason = ?by_reason,
-            through_seq = commit.applied_seq,
-            "events dead-lettered"
-        );
+    .context("fold task")?
+}
+
+fn log_dead_letters(commit: &Commit) {
+    if commit.dead_letters.is_empty() {
+        return;
     }
-    Ok(())
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &commit.dead_letters {
+        *by_reason.entry(d.code.as_str()).or_default() += 1;
+        tracing::debug!(seq = d.seq, code = %d.code, reason = %d.reason, "dead letter");
+    }
+    tracing::warn!(
+        count = commit.dead_letters.len(),
+        by_reason = ?by_reason,
+        through_seq = commit.applied_seq,
+        "events dead-lettered"
+    );
 }

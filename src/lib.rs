@@ -13,12 +13,14 @@
 //!   refusal, and encode for `emit`.
 //! - [`fold`]: the ticket state machine, `(ticket?, event) -> ticket | rejection`.
 //! - [`batch`]: many messages into one commit, each touched ticket written once.
-//! - [`index`]: the in-memory query view: keyset pages and totals.
+//! - [`index`]: the in-memory query view: keyset pages, totals kept or zone-mapped, trigrams.
+//! - [`record`]: the compact, deterministic binary form of a stored ticket record.
 //! - [`sign`]: `SDK-HMAC-SHA256` request signatures of the official Huawei Cloud SDKs.
 //!
 //! The imperative shell:
-//! - [`store`]: sled: records, dead letters and the stream position, one atomic batch per commit.
-//! - [`projection`]: store + query view kept in step; what ingest writes and the API reads.
+//! - [`store`]: sled: records, dead letters and the stream position, one atomic batch per flush.
+//! - [`projection`]: store + query view kept in step, with a write-behind buffer between them;
+//!   what ingest writes and the API reads.
 //! - [`broker`]: the NATS connection, the event stream, and a child `nats-server` when needed.
 //! - [`ingest`]: the loop: ordered consumer from the stored position, fold, commit; reconnects.
 //! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
@@ -45,6 +47,7 @@ pub mod fold;
 pub mod index;
 pub mod ingest;
 pub mod projection;
+pub mod record;
 pub mod replay;
 pub mod sign;
 pub mod store;

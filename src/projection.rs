@@ -1,28 +1,69 @@
 //! The projection: the durable store and the in-memory query view, kept in step.
 //!
-//! Writers (the ingest loop) go through [`Projection::commit`], which writes sled first and then
-//! updates the view, so every row a reader sees is already in sled. Readers (the API) only take
-//! the view's read lock. [`Ledger`] holds the live projection and swaps in a rebuilt one.
+//! Writers (the ingest loop, a rebuild) go through [`Projection::commit`]: the batch's tickets go
+//! into the query view at once and into a write-behind buffer, and the buffer is written to sled
+//! as one atomic batch every [`FlushPolicy`] (so a ticket touched by many batches in between is
+//! written once, and one sled write carries hundreds of thousands of events). The stream
+//! position written with a flush is the position the flushed tickets reach, never more: after a
+//! crash the daemon resumes there and folds the rest again from the stream, which still holds it.
+//! Readers (the API) take the view's read lock, or the buffer before sled for a single record.
+//! [`Ledger`] holds the live projection and swaps in a rebuilt one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
+use crate::batch::TicketKey;
 use crate::domain::ProjectId;
 use crate::fold::Ticket;
 use crate::index::{Index, Page, Query};
-use crate::store::{Commit, Store, StoreError};
+use crate::store::{Commit, DeadLetter, Store, StoreError};
+
+/// When folded state is written to sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Write once this many stream messages have been folded since the last write...
+    pub max_events: u64,
+    /// ... or once the oldest unwritten commit is this old.
+    pub max_interval: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy {
+            max_events: 200_000,
+            max_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What has been folded and made visible but not yet written to sled.
+#[derive(Default)]
+struct Pending {
+    tickets: HashMap<TicketKey, Ticket>,
+    dead_letters: BTreeMap<u64, DeadLetter>,
+    /// Messages folded since the last write.
+    events: u64,
+    /// When the oldest unwritten commit was made.
+    since: Option<Instant>,
+    /// The position stored in sled.
+    durable_seq: u64,
+}
 
 /// The projection shared by ingest and the API.
 pub struct Projection {
     store: Store,
     index: RwLock<Index>,
     applied_seq: AtomicU64,
+    pending: Mutex<Pending>,
+    policy: FlushPolicy,
 }
 
 impl Projection {
     /// Opens the store and rebuilds the query view from its records.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open(dir)?;
         let mut index = Index::default();
         for t in store.tickets() {
@@ -33,34 +74,129 @@ impl Projection {
             store,
             index: RwLock::new(index),
             applied_seq: AtomicU64::new(applied),
+            pending: Mutex::new(Pending {
+                durable_seq: applied,
+                ..Default::default()
+            }),
+            policy,
         })
     }
 
-    /// The durable store.
+    /// The durable store. What it holds may lag the view by up to one [`FlushPolicy`]; call
+    /// [`Projection::persist`] first to read everything from it.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Last stream sequence whose effects are stored and visible.
+    /// Last stream sequence whose effects are visible.
     pub fn applied_seq(&self) -> u64 {
         self.applied_seq.load(Ordering::Acquire)
     }
 
-    /// A ticket's stored record.
+    /// Last stream sequence whose effects are in sled.
+    pub fn durable_seq(&self) -> u64 {
+        self.pending().durable_seq
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A ticket's current record: from the write-behind buffer, else from sled.
     pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
+        if let Some(t) = self.pending().tickets.get(&(project.clone(), order_id)) {
+            return Ok(Some(t.clone()));
+        }
         self.store.ticket(project, order_id)
     }
 
-    /// Writes a batch durably-atomically, then makes it visible to queries.
-    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.store.commit(commit)?;
-        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        for t in &commit.tickets {
-            index.upsert(t);
+    /// Makes a batch visible and buffers it for sled, writing the buffer if the policy says so.
+    /// Callers serialise commits (the ledger's commit lock).
+    pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let before = self.applied_seq();
+        {
+            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            for t in &commit.tickets {
+                index.upsert(t);
+            }
         }
-        drop(index);
+        let mut pending = self.pending();
+        for t in commit.tickets {
+            pending.tickets.insert((t.project.clone(), t.order_id), t);
+        }
+        for d in commit.dead_letters {
+            pending.dead_letters.insert(d.seq, d);
+        }
+        for (original, by) in commit.redriven {
+            let found = match pending.dead_letters.get_mut(&original) {
+                Some(d) => {
+                    d.redriven_by = Some(by);
+                    None
+                }
+                None => self.store.dead_letter(original)?,
+            };
+            if let Some(mut d) = found {
+                d.redriven_by = Some(by);
+                pending.dead_letters.insert(original, d);
+            }
+        }
+        pending.events += commit.applied_seq.saturating_sub(before);
+        pending.since.get_or_insert_with(Instant::now);
         self.applied_seq
-            .store(commit.applied_seq, Ordering::Release);
+            .fetch_max(commit.applied_seq, Ordering::AcqRel);
+        if pending.events >= self.policy.max_events
+            || pending
+                .since
+                .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
+        {
+            self.write(&mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer if its oldest commit is older than the policy allows (the ingest loop
+    /// calls this when no message arrives).
+    pub fn flush_if_due(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        if pending
+            .since
+            .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
+        {
+            self.write(&mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything visible to sled (one atomic batch) and forces it to disk; returns the
+    /// position it reaches. Callers hold the commit lock, so nothing is committed meanwhile.
+    pub fn persist(&self) -> Result<u64, StoreError> {
+        let mut pending = self.pending();
+        self.write(&mut pending)?;
+        let seq = pending.durable_seq;
+        drop(pending);
+        self.store.flush()?;
+        Ok(seq)
+    }
+
+    fn write(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        let applied = self.applied_seq();
+        if pending.tickets.is_empty()
+            && pending.dead_letters.is_empty()
+            && pending.durable_seq == applied
+        {
+            pending.since = None;
+            return Ok(());
+        }
+        self.store.write(
+            pending.tickets.values(),
+            pending.dead_letters.values(),
+            applied,
+        )?;
+        pending.tickets.clear();
+        pending.dead_letters.clear();
+        pending.events = 0;
+        pending.since = None;
+        pending.durable_seq = applied;
         Ok(())
     }
 
@@ -81,7 +217,7 @@ impl Projection {
     ) -> Result<Option<Ticket>, StoreError> {
         let order = self.read().order_of(project, execute_uuid);
         match order {
-            Some(o) => self.store.ticket(project, o),
+            Some(o) => self.ticket(project, o),
             None => Ok(None),
         }
     }
@@ -105,6 +241,7 @@ pub struct Ledger {
     root: PathBuf,
     current: RwLock<(u32, Arc<Projection>)>,
     commit_lock: Mutex<()>,
+    policy: FlushPolicy,
     stream_last_seq: AtomicU64,
     broker_connected: AtomicBool,
 }
@@ -116,7 +253,7 @@ fn gen_dir(root: &Path, generation: u32) -> PathBuf {
 impl Ledger {
     /// Opens the live generation under `root` (creating the first one), and removes any other
     /// generation left by an interrupted rebuild.
-    pub fn open(root: &Path) -> Result<Self, StoreError> {
+    pub fn open(root: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root).map_err(|e| StoreError::Sled(e.into()))?;
         let current_file = root.join(CURRENT);
         let generation = match std::fs::read_to_string(&current_file) {
@@ -142,11 +279,12 @@ impl Ledger {
                 }
             }
         }
-        let projection = Projection::open(&gen_dir(root, generation))?;
+        let projection = Projection::open(&gen_dir(root, generation), policy)?;
         Ok(Self {
             root: root.to_owned(),
             current: RwLock::new((generation, Arc::new(projection))),
             commit_lock: Mutex::new(()),
+            policy,
             stream_last_seq: AtomicU64::new(0),
             broker_connected: AtomicBool::new(false),
         })
@@ -167,6 +305,13 @@ impl Ledger {
         self.commit_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes everything the live projection shows to sled, between two commits: what readers
+    /// of the store itself (exports, dead letters, shutdown) call first.
+    pub fn persist(&self) -> Result<u64, StoreError> {
+        let _commit = self.commit_lock();
+        self.current().persist()
+    }
+
     /// The directory that holds the generations.
     pub fn root(&self) -> &Path {
         &self.root
@@ -177,14 +322,14 @@ impl Ledger {
         let next = self.current.read().unwrap_or_else(|e| e.into_inner()).0 + 1;
         let dir = gen_dir(&self.root, next);
         let _ = std::fs::remove_dir_all(&dir);
-        Ok((next, Projection::open(&dir)?))
+        Ok((next, Projection::open(&dir, self.policy)?))
     }
 
     /// Makes a rebuilt generation live. The caller holds [`Ledger::commit_lock`] and has brought
     /// `next` to the live projection's applied sequence. The old generation's files are removed
     /// once the last reader lets go of it.
     pub fn switch_to(&self, generation: u32, next: Arc<Projection>) -> Result<(), StoreError> {
-        next.store().flush()?;
+        next.persist()?;
         write_current(&self.root, generation)?;
         let old = {
             let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());

@@ -221,7 +221,7 @@ fn commit_upto(
     let applied = next.applied_seq();
     let commit = fold_batch(&take, applied, rules, |(p, o)| next.ticket(p, *o))?;
     if commit.applied_seq > applied {
-        next.commit(&commit)?;
+        next.commit(commit)?;
     }
     Ok(())
 }
@@ -257,7 +257,7 @@ async fn try_switch(
 /// Records `seq` as the applied position of `next` if it is behind (nothing to fold remains).
 fn force_position(next: &Projection, seq: u64) -> anyhow::Result<()> {
     if next.applied_seq() < seq {
-        next.commit(&crate::store::Commit {
+        next.commit(crate::store::Commit {
             applied_seq: seq,
             ..Default::default()
         })?;

@@ -221,8 +221,10 @@ pub async fn dead_letters(
         Some(_) => return Err(fail(DomainError::Limit { min: 1, max: 1000 }.into())),
     };
     let all = flag(raw.as_deref(), "all");
-    let projection = state.ledger.current();
+    let ledger = state.ledger.clone();
     let (items, by_reason) = tokio::task::spawn_blocking(move || {
+        ledger.persist()?;
+        let projection = ledger.current();
         let mut items = Vec::new();
         let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
         for d in projection.store().dead_letters() {
@@ -266,9 +268,11 @@ pub async fn redrive(
     } else {
         serde_json::from_slice(&body).map_err(|e| fail(ApiError::Body(e.to_string())))?
     };
-    let projection = state.ledger.current();
+    let ledger = state.ledger.clone();
     let pending: Vec<DeadLetter> = tokio::task::spawn_blocking(move || {
-        projection
+        ledger.persist()?;
+        ledger
+            .current()
             .store()
             .dead_letters()
             .filter(|d| {
@@ -348,20 +352,20 @@ pub async fn replay_progress(
     Ok(Json(json!({ "data": state.admin.replay.get() })))
 }
 
-/// `GET /v1/ledger/records`: every stored record as JSON lines, after a first line
-/// `{"applied_seq": S}` read before the scan. Used by `ticket-ledger verify`; read-only, it takes
-/// no lock, so it never pauses ingestion.
+/// `GET /v1/ledger/records`: every record as JSON lines, after a first line
+/// `{"applied_seq": S}` read before the scan. Used by `ticket-ledger verify`. It writes the
+/// write-behind buffer first (pausing ingestion for one flush), then scans sled without a lock.
 pub async fn records(State(state): State<AppState>, caller: Caller) -> Result<Response, Localized> {
     caller.require(&state, ACTION_ADMIN, b"")?;
     let lang = caller.lang;
-    let projection = state.ledger.current();
+    let ledger = state.ledger.clone();
     let body = tokio::task::spawn_blocking(move || {
-        let mut out = serde_json::to_vec(&json!({"applied_seq": projection.applied_seq()}))
-            .expect("serialises");
+        let seq = ledger.persist()?;
+        let projection = ledger.current();
+        let mut out = serde_json::to_vec(&json!({"applied_seq": seq})).expect("serialises");
         out.push(b'\n');
-        for r in projection.store().raw_tickets() {
-            let (_, v) = r?;
-            out.extend_from_slice(&v);
+        for t in projection.store().tickets() {
+            out.extend_from_slice(&crate::store::ticket_json(&t?));
             out.push(b'\n');
         }
         Ok::<_, crate::store::StoreError>(out)

@@ -191,6 +191,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "store": "open",
         "nats_connected": connected,
         "applied_seq": applied,
+        "durable_seq": p.durable_seq(),
         "stream_last_seq": last,
         "lag": lag,
         "tickets": p.ticket_count(),
