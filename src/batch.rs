@@ -62,15 +62,50 @@ pub struct DecodeRules {
 /// The key of a ticket.
 pub type TicketKey = (ProjectId, u64);
 
-/// Folds `messages` (in stream order) into one commit.
-///
-/// `lookup` gives a ticket's state before the batch; it is called at most once per ticket.
-/// Messages at or below `applied_seq` are skipped, so a batch that overlaps what is already
-/// stored (a redelivery after reconnect) applies nothing twice.
+/// A message with its decoded event (or why it is not one).
+#[derive(Debug)]
+pub struct Decoded {
+    /// The message.
+    pub raw: RawMessage,
+    /// Its event.
+    pub event: Result<events::Event, events::DecodeError>,
+}
+
+/// Decodes every message of a batch. Separate from the fold so that the shell can decode one
+/// batch on one thread while it folds the previous one on another.
+pub fn decode_batch(messages: Vec<RawMessage>, rules: &DecodeRules) -> Vec<Decoded> {
+    messages
+        .into_iter()
+        .map(|raw| {
+            let event = events::decode(
+                &raw.subject,
+                &raw.payload,
+                &rules.subject_prefix,
+                rules.max_event_bytes,
+            );
+            Decoded { raw, event }
+        })
+        .collect()
+}
+
+/// Folds `messages` (in stream order) into one commit: [`decode_batch`], then [`fold_decoded`].
 pub fn fold_batch<E>(
     messages: &[RawMessage],
     applied_seq: u64,
     rules: &DecodeRules,
+    lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
+) -> Result<Commit, E> {
+    fold_decoded(&decode_batch(messages.to_vec(), rules), applied_seq, lookup)
+}
+
+/// Folds decoded messages (in stream order) into one commit.
+///
+/// `lookup` gives a ticket's state before the batch; it is called at most once per ticket.
+/// Messages at or below `applied_seq` are skipped, so a batch that overlaps what is already
+/// stored (a redelivery after reconnect) applies nothing twice.
+pub fn fold_decoded<E>(
+    messages: &[Decoded],
+    applied_seq: u64,
     mut lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
 ) -> Result<Commit, E> {
     let mut touched: HashMap<TicketKey, Option<Ticket>> = HashMap::new();
@@ -78,17 +113,13 @@ pub fn fold_batch<E>(
     let mut dead_letters = Vec::new();
     let mut last = applied_seq;
     let mut redriven = Vec::new();
-    for m in messages.iter().filter(|m| m.seq > applied_seq) {
+    for d in messages.iter().filter(|d| d.raw.seq > applied_seq) {
+        let m = &d.raw;
         last = last.max(m.seq);
         if let Some(original) = m.redrive_of {
             redriven.push((original, m.seq));
         }
-        let event = match events::decode(
-            &m.subject,
-            &m.payload,
-            &rules.subject_prefix,
-            rules.max_event_bytes,
-        ) {
+        let event = match &d.event {
             Ok(e) => e,
             Err(e) => {
                 dead_letters.push(dead_letter(m, e.code(), e.to_string()));
@@ -101,7 +132,7 @@ pub fn fold_batch<E>(
             order.push(key.clone());
         }
         let slot = touched.get_mut(&key).expect("inserted above");
-        let step = fold::apply(slot.take(), &event, m.seq);
+        let step = fold::apply(slot.take(), event, m.seq);
         *slot = step.ticket;
         if let Some(r) = step.rejection {
             dead_letters.push(dead_letter(m, r.code(), r.to_string()));

@@ -14,6 +14,7 @@ use async_nats::jetstream;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use crate::batch::{DecodeRules, Decoded, RawMessage, decode_batch};
 use crate::config::{Embedded, NatsSettings};
 
 /// A connected client, and the child server if the daemon started one.
@@ -197,6 +198,40 @@ pub async fn ordered_messages(
         .await
         .context("creating an ordered consumer")?;
     consumer.messages().await.context("subscribing")
+}
+
+/// Batches of at most `batch_size` messages of `stream` from sequence `from` on, read and
+/// decoded by a task of their own: the consumer keeps being drained (and its flow control
+/// answered) and the next batch decoded while the caller folds the previous one, so reading,
+/// decoding and folding overlap. A few batches are buffered; the task ends when the receiver is
+/// dropped or the consumer fails (its last item is the error).
+pub async fn read_batches(
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    from: u64,
+    batch_size: usize,
+    rules: DecodeRules,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Decoded>>>> {
+    use futures::StreamExt;
+    let mut chunks = ordered_messages(client, stream, from)
+        .await?
+        .ready_chunks(batch_size.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(chunk) = chunks.next().await {
+            let batch = chunk
+                .into_iter()
+                .map(|m| RawMessage::from_jetstream(&m.context("reading from the consumer")?))
+                .collect::<anyhow::Result<Vec<_>>>();
+            let failed = batch.is_err();
+            let batch = batch.map(|b| decode_batch(b, &rules));
+            if tx.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+        let _ = tx.send(Err(anyhow::anyhow!("the consumer ended"))).await;
+    });
+    Ok(rx)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::domain::{FilterText, Marker, PageLimit, ProjectId, Status, TimeRange};
@@ -293,16 +294,19 @@ fn trigrams(lower: &str) -> Vec<Trigram> {
 
 /// The view of one project.
 #[derive(Default)]
+///
+/// Maps keyed by numbers use FxHash (fast, and their keys are not chosen by requests); maps keyed
+/// by strings keep the standard, flood-resistant hasher.
 struct ProjectRows {
     slots: Vec<Slot>,
-    by_order: HashMap<u64, u32>,
+    by_order: FxHashMap<u64, u32>,
     by_uuid: HashMap<Box<str>, u32>,
     all: Group,
-    by_status: HashMap<Status, Group>,
-    by_creator: HashMap<Sym, Group>,
-    by_creator_status: HashMap<(Sym, Status), Group>,
+    by_status: FxHashMap<Status, Group>,
+    by_creator: FxHashMap<Sym, Group>,
+    by_creator_status: FxHashMap<(Sym, Status), Group>,
     /// Trigram → slots (ascending) whose lower-cased name holds it.
-    names: HashMap<Trigram, Vec<u32>>,
+    names: FxHashMap<Trigram, Vec<u32>>,
 }
 
 impl ProjectRows {
@@ -318,9 +322,11 @@ impl ProjectRows {
     fn index_name(&mut self, slot: u32, lower: &str) {
         for g in trigrams(lower) {
             let list = self.names.entry(g).or_default();
-            match list.binary_search(&slot) {
-                Ok(_) => {}
-                Err(i) => list.insert(i, slot),
+            // New slots are the largest: appending is the common case.
+            if list.last().is_none_or(|&l| l < slot) {
+                list.push(slot);
+            } else if let Err(i) = list.binary_search(&slot) {
+                list.insert(i, slot);
             }
         }
     }
@@ -363,8 +369,8 @@ impl Index {
         let creator = self.intern(&t.creator);
         let job_type = self.intern(&t.job_type);
         let region_ids = self.intern(&t.region_ids);
-        let lower = t.order_name.to_lowercase();
-        let slot = Slot {
+        let lower = || t.order_name.to_lowercase();
+        let slot = || Slot {
             order_id: t.order_id,
             gmt_created: t.gmt_created,
             gmt_finished: t.gmt_finished,
@@ -374,7 +380,9 @@ impl Index {
             job_type,
             region_ids,
             name: t.order_name.as_str().into(),
-            name_lower: (lower != t.order_name).then(|| lower.as_str().into()),
+            name_lower: Some(lower())
+                .filter(|l| *l != *t.order_name)
+                .map(String::into_boxed_str),
             execute_uuid: t.execute_uuid.as_str().into(),
         };
         let p = self.projects.entry(t.project.clone()).or_default();
@@ -389,32 +397,50 @@ impl Index {
                 for g in p.groups_mut(creator, t.status) {
                     g.insert(entry(i));
                 }
-                p.index_name(i, &lower);
+                p.index_name(i, &lower());
                 p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
                 p.by_order.insert(t.order_id, i);
-                p.slots.push(slot);
+                p.slots.push(slot());
                 self.len += 1;
             }
             Some(i) => {
-                let old = p.slots[i as usize].clone();
+                let old = &p.slots[i as usize];
+                let (old_creator, old_status) = (old.creator, old.status);
                 if (old.creator, old.status, old.gmt_created) != (creator, t.status, t.gmt_created)
                 {
-                    for g in p.groups_mut(old.creator, old.status) {
+                    for g in p.groups_mut(old_creator, old_status) {
                         g.remove(t.order_id);
                     }
                     for g in p.groups_mut(creator, t.status) {
                         g.insert(entry(i));
                     }
                 }
-                if old.name != slot.name {
-                    p.unindex_name(i, old.name_lower());
-                    p.index_name(i, &lower);
+                let old = &p.slots[i as usize];
+                if *old.name != *t.order_name {
+                    let old_lower = old.name_lower().to_owned();
+                    p.unindex_name(i, &old_lower);
+                    p.index_name(i, &lower());
                 }
-                if old.execute_uuid != slot.execute_uuid {
-                    p.by_uuid.remove(&old.execute_uuid);
+                let old = &p.slots[i as usize];
+                if *old.execute_uuid != *t.execute_uuid {
+                    let old_uuid = old.execute_uuid.clone();
+                    p.by_uuid.remove(&old_uuid);
                     p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
                 }
-                p.slots[i as usize] = slot;
+                let s = &mut p.slots[i as usize];
+                // Only what an event can change; the name and uuid allocations are kept.
+                s.gmt_finished = t.gmt_finished;
+                s.execute_costs = t.execute_costs;
+                s.status = t.status;
+                s.creator = creator;
+                s.gmt_created = t.gmt_created;
+                s.job_type = job_type;
+                s.region_ids = region_ids;
+                if *s.name != *t.order_name {
+                    *s = slot();
+                } else if *s.execute_uuid != *t.execute_uuid {
+                    s.execute_uuid = t.execute_uuid.as_str().into();
+                }
             }
         }
     }

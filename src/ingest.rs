@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_nats::jetstream;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{DecodeRules, RawMessage, fold_batch};
-use crate::broker::{ensure_stream, ordered_messages};
+use crate::batch::{DecodeRules, Decoded, fold_decoded};
+use crate::broker::{ensure_stream, read_batches};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::projection::Ledger;
 use crate::store::Commit;
@@ -83,32 +82,25 @@ async fn consume(
         );
     }
     ledger.set_broker_state(true, Some(state.last_sequence));
-    let mut messages = ordered_messages(client, &stream, applied + 1)
-        .await?
-        .ready_chunks(ingest.batch_size.max(1));
+    let rules = DecodeRules {
+        subject_prefix: nats.subject_prefix.clone(),
+        max_event_bytes: ingest.max_event_bytes,
+    };
+    let mut batches = read_batches(client, &stream, applied + 1, ingest.batch_size, rules).await?;
     tracing::info!(
         stream = %nats.stream,
         from_seq = applied + 1,
         stream_last_seq = state.last_sequence,
         "ingesting"
     );
-    let rules = DecodeRules {
-        subject_prefix: nats.subject_prefix.clone(),
-        max_event_bytes: ingest.max_event_bytes,
-    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(()),
-            chunk = messages.next() => {
-                let Some(chunk) = chunk else { bail!("the consumer ended") };
-                let mut batch = Vec::with_capacity(chunk.len());
-                for m in chunk {
-                    let m = m.context("reading from the consumer")?;
-                    batch.push(RawMessage::from_jetstream(&m)?);
-                }
-                apply(ledger.clone(), batch, rules.clone()).await?;
+            batch = batches.recv() => {
+                let Some(batch) = batch else { bail!("the consumer ended") };
+                apply(ledger.clone(), batch?).await?;
             }
             _ = tick.tick() => {
                 let last = stream.get_info().await.context("stream info")?.state.last_sequence;
@@ -127,18 +119,14 @@ async fn consume(
 }
 
 /// Folds one batch and commits it, off the async threads (sled blocks).
-async fn apply(
-    ledger: Arc<Ledger>,
-    batch: Vec<RawMessage>,
-    rules: DecodeRules,
-) -> anyhow::Result<()> {
+async fn apply(ledger: Arc<Ledger>, batch: Vec<Decoded>) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // The lock makes a blue/green switch-over wait for this commit, or this commit wait for
         // the switch-over; either way the batch lands in the projection that is live after it.
         let _commit = ledger.commit_lock();
         let projection = ledger.current();
         let applied = projection.applied_seq();
-        let commit = fold_batch(&batch, applied, &rules, |(p, o)| projection.ticket(p, *o))?;
+        let commit = fold_decoded(&batch, applied, |(p, o)| projection.ticket(p, *o))?;
         log_dead_letters(&commit);
         if commit.applied_seq > applied {
             projection.commit(commit)?;

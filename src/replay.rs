@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use futures::StreamExt;
 use serde::Serialize;
 
-use crate::batch::{DecodeRules, RawMessage, fold_batch};
+use crate::batch::{DecodeRules, Decoded, fold_decoded};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::projection::{Ledger, Projection};
 
@@ -169,27 +168,23 @@ async fn run(
         max_event_bytes: ingest.max_event_bytes,
     };
     let mut last_log = Instant::now();
-    if try_switch(ledger, &next, generation, &[], &rules).await? {
+    if try_switch(ledger, &next, generation, Arc::new(Vec::new())).await? {
         return Ok((generation, next.ticket_count()));
     }
-    let mut messages = crate::broker::ordered_messages(&client, &stream, 1)
+    let mut batches = crate::broker::read_batches(&client, &stream, 1, ingest.batch_size, rules)
         .await
-        .context("the rebuild consumer")?
-        .ready_chunks(ingest.batch_size.max(1));
-    while let Some(chunk) = messages.next().await {
-        let batch = chunk
-            .into_iter()
-            .map(|m| RawMessage::from_jetstream(&m.context("reading the stream")?))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        .context("the rebuild consumer")?;
+    while let Some(batch) = batches.recv().await {
+        let batch = Arc::new(batch?);
         let live_applied = ledger.current().applied_seq();
-        let reaches_live = batch.last().is_some_and(|m| m.seq >= live_applied);
+        let reaches_live = batch.last().is_some_and(|m| m.raw.seq >= live_applied);
         if reaches_live {
-            if try_switch(ledger, &next, generation, &batch, &rules).await? {
+            if try_switch(ledger, &next, generation, batch).await? {
                 return Ok((generation, next.ticket_count()));
             }
         } else {
-            let (n, r) = (next.clone(), rules.clone());
-            tokio::task::spawn_blocking(move || commit_upto(&n, &batch, &r, u64::MAX)).await??;
+            let n = next.clone();
+            tokio::task::spawn_blocking(move || commit_upto(&n, &batch, u64::MAX)).await??;
         }
         let total = ledger.stream_last_seq().max(ledger.current().applied_seq());
         tracker.update(|p| {
@@ -211,15 +206,10 @@ async fn run(
 }
 
 /// Folds `batch` into `next`, keeping only messages through `upto`.
-fn commit_upto(
-    next: &Projection,
-    batch: &[RawMessage],
-    rules: &DecodeRules,
-    upto: u64,
-) -> anyhow::Result<()> {
-    let take: Vec<RawMessage> = batch.iter().filter(|m| m.seq <= upto).cloned().collect();
+fn commit_upto(next: &Projection, batch: &[Decoded], upto: u64) -> anyhow::Result<()> {
+    let take = &batch[..batch.partition_point(|m| m.raw.seq <= upto)];
     let applied = next.applied_seq();
-    let commit = fold_batch(&take, applied, rules, |(p, o)| next.ticket(p, *o))?;
+    let commit = fold_decoded(take, applied, |(p, o)| next.ticket(p, *o))?;
     if commit.applied_seq > applied {
         next.commit(commit)?;
     }
@@ -232,18 +222,16 @@ async fn try_switch(
     ledger: &Arc<Ledger>,
     next: &Arc<Projection>,
     generation: u32,
-    batch: &[RawMessage],
-    rules: &DecodeRules,
+    batch: Arc<Vec<Decoded>>,
 ) -> anyhow::Result<bool> {
-    let (ledger, next, batch, rules) =
-        (ledger.clone(), next.clone(), batch.to_vec(), rules.clone());
+    let (ledger, next) = (ledger.clone(), next.clone());
     tokio::task::spawn_blocking(move || {
         let _commit = ledger.commit_lock();
         let target = ledger.current().applied_seq();
-        commit_upto(&next, &batch, &rules, target)?;
+        commit_upto(&next, &batch, target)?;
         // Level once every message through `target` has been read. (A gap in the stream can
         // leave the last folded sequence short of `target` with nothing left to fold.)
-        let read_through = batch.last().map_or(next.applied_seq(), |m| m.seq);
+        let read_through = batch.last().map_or(next.applied_seq(), |m| m.raw.seq);
         if read_through < target {
             return Ok(false);
         }
