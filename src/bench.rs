@@ -46,6 +46,8 @@ pub struct BenchOptions {
     pub throughput_secs: u64,
     /// Where to write the Markdown table.
     pub out: PathBuf,
+    /// libpq-style connection string of the PostgreSQL baseline (skipped if none answers).
+    pub postgres: String,
 }
 
 /// A small deterministic PRNG (SplitMix64): the same history every run.
@@ -160,6 +162,7 @@ async fn publish_history(
     js: &jetstream::Context,
     tickets: u64,
     prefix: &str,
+    finals: &mut Vec<crate::fold::Ticket>,
 ) -> anyhow::Result<(u64, f64)> {
     let mut rng = Rng(42);
     let start = Instant::now();
@@ -186,6 +189,15 @@ async fn publish_history(
         count += 1;
         *cursor += 1;
         if *cursor == events.len() {
+            // The ticket's final state, for the PostgreSQL baseline.
+            let mut t = None;
+            for e in events.iter() {
+                t = crate::fold::apply(t, e, 0).ticket;
+            }
+            if let Some(mut t) = t {
+                t.history = Vec::new();
+                finals.push(t);
+            }
             live.swap_remove(pick);
         }
         if acks.len() >= 4_000 {
@@ -231,12 +243,29 @@ async fn readyz(http: &reqwest::Client, base: &str) -> Option<serde_json::Value>
         .ok()
 }
 
+mod postgres;
+
+/// Latencies of one query kind, and its throughput at 8 connections.
 struct Latency {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
     rps: f64,
     total: u64,
+}
+
+impl Latency {
+    fn from_times(mut times: Vec<f64>, rps: f64, total: u64) -> Self {
+        times.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        Latency {
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            max_us: *times.last().unwrap_or(&0.0),
+            rps,
+            total,
+        }
+    }
 }
 
 async fn measure_query(
@@ -274,8 +303,6 @@ async fn measure_query(
         get(http.clone(), url.clone()).await?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -294,13 +321,11 @@ async fn measure_query(
     for t in tasks {
         t.await?;
     }
-    Ok(Latency {
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        max_us: *times.last().unwrap_or(&0.0),
-        rps: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+    Ok(Latency::from_times(
+        times,
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
         total,
-    })
+    ))
 }
 
 /// Runs the benchmark and writes the table.
@@ -337,8 +362,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     crate::broker::ensure_stream(&js, &settings.nats).await?;
 
     eprintln!("publishing {} tickets...", opts.tickets);
-    let (events, publish_secs) =
-        publish_history(&js, opts.tickets, &settings.nats.subject_prefix).await?;
+    let mut finals = Vec::new();
+    let (events, publish_secs) = publish_history(
+        &js,
+        opts.tickets,
+        &settings.nats.subject_prefix,
+        &mut finals,
+    )
+    .await?;
     eprintln!("published {events} events in {publish_secs:.1}s");
     let raw_secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
     let raw_rate = events as f64 / raw_secs;
@@ -463,6 +494,40 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         rows.push((name.to_string(), q.clone(), l));
     }
     let rss_kib = peak_rss_kib(pid).unwrap_or(0);
+
+    // The same tickets and queries in PostgreSQL.
+    let mut baseline: Vec<Option<Latency>> = Vec::new();
+    let mut pg_version = None;
+    if let Some(pg) = postgres::connect(&opts.postgres).await {
+        pg_version = pg
+            .query_one("SHOW server_version", &[])
+            .await
+            .ok()
+            .map(|r| r.get::<_, String>(0));
+        eprintln!("loading {} tickets into PostgreSQL...", finals.len());
+        let secs = postgres::load(&pg, &finals).await?;
+        eprintln!("loaded and indexed in {secs:.1}s");
+        drop(finals);
+        for (name, q) in &queries {
+            let l = postgres::measure(
+                &opts.postgres,
+                &pg,
+                "project-0",
+                q,
+                opts.requests,
+                opts.throughput_secs,
+            )
+            .await
+            .with_context(|| format!("PostgreSQL query {name}"))?;
+            eprintln!(
+                "PostgreSQL {name}: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s (total {})",
+                l.p50_us, l.p99_us, l.rps, l.total
+            );
+            baseline.push(Some(l));
+        }
+        postgres::cleanup(&pg).await;
+    }
+
     // A graceful stop writes everything; then the store is measured at rest.
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
@@ -489,6 +554,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         ingest_rate,
         replay_rate,
         &rows,
+        &baseline,
+        pg_version.as_deref(),
         (ingest_rss_kib, rss_kib),
         disk,
         records,
@@ -505,6 +572,8 @@ fn write_report(
     ingest_rate: f64,
     replay_rate: f64,
     rows: &[(String, String, Latency)],
+    baseline: &[Option<Latency>],
+    pg_version: Option<&str>,
     (ingest_rss_kib, rss_kib): (u64, u64),
     disk: u64,
     records: u64,
@@ -574,16 +643,29 @@ fn write_report(
     );
     let _ = writeln!(
         md,
-        "| query | total | p50 µs | p99 µs | max µs | req/s at 8 connections |"
+        "| query | total | p50 µs | p99 µs | max µs | req/s at 8 connections | PostgreSQL p50 / p99 µs | PostgreSQL req/s | ledger / PostgreSQL req/s |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
-    for (name, q, l) in rows {
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, (name, q, l)) in rows.iter().enumerate() {
+        let (pg_lat, pg_rps, ratio) = match baseline.get(i).and_then(Option::as_ref) {
+            Some(b) => (
+                format!("{:.0} / {:.0}", b.p50_us, b.p99_us),
+                format!("{:.0}", b.rps),
+                format!("{:.1}×", l.rps / b.rps.max(1e-9)),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
         let _ = writeln!(
             md,
-            "| {name} (`{q}`) | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {name} (`{q}`) | {} | {:.0} | {:.0} | {:.0} | {:.0} | {pg_lat} | {pg_rps} | {ratio} |",
             l.total, l.p50_us, l.p99_us, l.max_us, l.rps
         );
     }
+    let _ = writeln!(
+        md,
+        "\nPostgreSQL {}: the same tickets (final states), table with primary key (project, order_id) and indexes on (project, creator, order_id), (project, status, order_id), (project, creator, status, order_id), (project, gmt_created) and a pg_trgm GIN index on lower(order_name); each request is the page query plus its `count(*)`, prepared, over the wire protocol directly (no HTTP in front, unlike the ledger).",
+        pg_version.unwrap_or("not reachable: baseline not measured")
+    );
     let first = rows.iter().find(|r| r.0 == "no filter").map(|r| r.2.p50_us);
     let deep = rows.iter().find(|r| r.0 == "deep page").map(|r| r.2.p50_us);
     if let (Some(f), Some(d)) = (first, deep) {
@@ -626,10 +708,6 @@ fn write_report(
     let _ = writeln!(
         md,
         "\nThe store is measured after the rebuild and a graceful stop (the old generation is deleted at switch-over)."
-    );
-    let _ = writeln!(
-        md,
-        "\nPostgreSQL baseline: not measured yet (issue 5 is open)."
     );
     std::fs::write(&opts.out, md).with_context(|| format!("writing {}", opts.out.display()))?;
     eprintln!("wrote {}", opts.out.display());

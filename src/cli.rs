@@ -97,6 +97,13 @@ pub enum Command {
         /// Where to write the table.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
+        /// The PostgreSQL baseline's connection string (the baseline is skipped if no server
+        /// answers).
+        #[arg(
+            long,
+            default_value = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+        )]
+        postgres: String,
     },
     /// Fold the stream from the start and compare it, record by record, with the live
     /// projection; exits 1 when they differ.
@@ -212,12 +219,14 @@ pub async fn main() -> anyhow::Result<()> {
             requests,
             throughput_secs,
             out,
+            postgres,
         } => {
             crate::bench::run(crate::bench::BenchOptions {
                 tickets,
                 requests,
                 throughput_secs,
                 out,
+                postgres,
             })
             .await
         }
