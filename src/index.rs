@@ -140,7 +140,7 @@ struct Entry {
 
 /// Largest block of a [`Group`]; a fuller block splits in two. Small enough that an insert's
 /// shift and an edge block's scan are cheap, large enough that a walk over the blocks is short.
-pub const BLOCK_MAX: usize = 1024;
+pub const BLOCK_MAX: usize = 256;
 
 /// Entries ordered by `order_id`, with the `gmt_created` bounds of each block.
 #[derive(Debug, Default)]
@@ -364,11 +364,25 @@ impl Index {
         id
     }
 
+    /// The symbol of `s`, reusing `known` when it already stands for `s` (no hashing: most
+    /// upserts change a ticket's status, not its creator).
+    fn intern_like(&mut self, known: Option<Sym>, s: &str) -> Sym {
+        match known {
+            Some(k) if *self.symbols[k as usize] == *s => k,
+            _ => self.intern(s),
+        }
+    }
+
     /// Inserts or replaces a ticket's row.
     pub fn upsert(&mut self, t: &Ticket) {
-        let creator = self.intern(&t.creator);
-        let job_type = self.intern(&t.job_type);
-        let region_ids = self.intern(&t.region_ids);
+        let old = self
+            .projects
+            .get(&t.project)
+            .and_then(|p| p.by_order.get(&t.order_id).map(|&i| &p.slots[i as usize]))
+            .map(|s| (s.creator, s.job_type, s.region_ids));
+        let creator = self.intern_like(old.map(|o| o.0), &t.creator);
+        let job_type = self.intern_like(old.map(|o| o.1), &t.job_type);
+        let region_ids = self.intern_like(old.map(|o| o.2), &t.region_ids);
         let lower = || t.order_name.to_lowercase();
         let slot = || Slot {
             order_id: t.order_id,
@@ -406,14 +420,35 @@ impl Index {
             Some(i) => {
                 let old = &p.slots[i as usize];
                 let (old_creator, old_status) = (old.creator, old.status);
-                if (old.creator, old.status, old.gmt_created) != (creator, t.status, t.gmt_created)
-                {
-                    for g in p.groups_mut(old_creator, old_status) {
-                        g.remove(t.order_id);
-                    }
-                    for g in p.groups_mut(creator, t.status) {
-                        g.insert(entry(i));
-                    }
+                let moved = old.gmt_created != t.gmt_created;
+                // Only the groups whose key (or entry) changes are touched: a status change
+                // moves the row between two status groups and two (creator, status) groups.
+                if moved {
+                    p.all.insert(entry(i)); // same order_id: replaces the entry in place
+                }
+                if moved || old_creator != creator {
+                    p.by_creator
+                        .get_mut(&old_creator)
+                        .expect("every row is in its creator's group")
+                        .remove(t.order_id);
+                    p.by_creator.entry(creator).or_default().insert(entry(i));
+                }
+                if moved || old_status != t.status {
+                    p.by_status
+                        .get_mut(&old_status)
+                        .expect("every row is in its status group")
+                        .remove(t.order_id);
+                    p.by_status.entry(t.status).or_default().insert(entry(i));
+                }
+                if moved || (old_creator, old_status) != (creator, t.status) {
+                    p.by_creator_status
+                        .get_mut(&(old_creator, old_status))
+                        .expect("every row is in its (creator, status) group")
+                        .remove(t.order_id);
+                    p.by_creator_status
+                        .entry((creator, t.status))
+                        .or_default()
+                        .insert(entry(i));
                 }
                 let old = &p.slots[i as usize];
                 if *old.name != *t.order_name {
