@@ -142,9 +142,11 @@ struct Entry {
 /// shift and an edge block's scan are cheap, large enough that a walk over the blocks is short.
 pub const BLOCK_MAX: usize = 256;
 
-/// Entries ordered by `order_id`, with the `gmt_created` bounds of each block.
+/// Entries ordered by `order_id`, with the `gmt_created` bounds of each block, and its first
+/// `order_id` kept beside them so that finding a block never touches the entries' memory.
 #[derive(Debug, Default)]
 struct Block {
+    first: u64,
     entries: Vec<Entry>,
     min_created: i64,
     max_created: i64,
@@ -153,6 +155,7 @@ struct Block {
 impl Block {
     fn new(entries: Vec<Entry>) -> Self {
         let mut b = Block {
+            first: 0,
             entries,
             min_created: 0,
             max_created: 0,
@@ -161,13 +164,11 @@ impl Block {
         b
     }
 
+    /// Recomputes the first key and the zone map.
     fn rezone(&mut self) {
+        self.first = self.entries.first().map_or(0, |e| e.order_id);
         self.min_created = self.entries.iter().map(|e| e.created).min().unwrap_or(0);
         self.max_created = self.entries.iter().map(|e| e.created).max().unwrap_or(0);
-    }
-
-    fn first(&self) -> u64 {
-        self.entries.first().map_or(0, |e| e.order_id)
     }
 
     /// Whether no entry of the block can fall in `t`.
@@ -192,7 +193,7 @@ impl Group {
     /// The block that holds, or would hold, `order_id`.
     fn block_of(&self, order_id: u64) -> usize {
         self.blocks
-            .partition_point(|b| b.first() <= order_id)
+            .partition_point(|b| b.first <= order_id)
             .saturating_sub(1)
     }
 
@@ -204,13 +205,21 @@ impl Group {
         }
         let bi = self.block_of(e.order_id);
         let b = &mut self.blocks[bi];
-        match b.entries.binary_search_by_key(&e.order_id, |x| x.order_id) {
-            Ok(i) => {
-                b.entries[i] = e;
-                b.rezone();
-                return;
-            }
-            Err(i) => b.entries.insert(i, e),
+        // New tickets come with the largest order_id yet: appending is the common case.
+        let i = match b.entries.last() {
+            Some(l) if l.order_id < e.order_id => b.entries.len(),
+            _ => match b.entries.binary_search_by_key(&e.order_id, |x| x.order_id) {
+                Ok(i) => {
+                    b.entries[i] = e;
+                    b.rezone();
+                    return;
+                }
+                Err(i) => i,
+            },
+        };
+        b.entries.insert(i, e);
+        if i == 0 {
+            b.first = e.order_id;
         }
         self.len += 1;
         b.min_created = b.min_created.min(e.created);
@@ -229,11 +238,11 @@ impl Group {
         let bi = self.block_of(order_id);
         let b = &mut self.blocks[bi];
         if let Ok(i) = b.entries.binary_search_by_key(&order_id, |x| x.order_id) {
-            b.entries.remove(i);
+            let gone = b.entries.remove(i);
             self.len -= 1;
             if b.entries.is_empty() {
                 self.blocks.remove(bi);
-            } else {
+            } else if i == 0 || gone.created == b.min_created || gone.created == b.max_created {
                 b.rezone();
             }
         }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::batch::TicketKey;
@@ -39,17 +39,43 @@ impl Default for FlushPolicy {
     }
 }
 
-/// What has been folded and made visible but not yet written to sled.
+/// What has been folded and made visible but not yet handed to the writer.
 #[derive(Default)]
 struct Pending {
     tickets: HashMap<TicketKey, Ticket>,
     dead_letters: BTreeMap<u64, DeadLetter>,
-    /// Messages folded since the last write.
+    /// Messages folded since the last hand-off.
     events: u64,
-    /// When the oldest unwritten commit was made.
+    /// When the oldest commit not yet handed off was made.
     since: Option<Instant>,
-    /// The position stored in sled.
+}
+
+/// A write handed to the background writer: everything one flush writes, atomically.
+struct Snapshot {
+    tickets: HashMap<TicketKey, Ticket>,
+    dead_letters: BTreeMap<u64, DeadLetter>,
+    applied_seq: u64,
+}
+
+/// The writer's side: the snapshot being written (readers look there between the buffer and
+/// sled), and the outcome of the last write.
+#[derive(Default)]
+struct Writer {
+    in_flight: Option<Arc<Snapshot>>,
+    failed: Option<String>,
     durable_seq: u64,
+}
+
+/// State shared with the writer thread.
+struct Shared {
+    writer: Mutex<Writer>,
+    written: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The projection shared by ingest and the API.
@@ -58,11 +84,30 @@ pub struct Projection {
     index: RwLock<Index>,
     applied_seq: AtomicU64,
     pending: Mutex<Pending>,
+    shared: Arc<Shared>,
+    to_writer: Mutex<Option<mpsc::Sender<Arc<Snapshot>>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     policy: FlushPolicy,
 }
 
+impl Drop for Projection {
+    /// Stops the writer thread and waits for it, so that its handle on sled is gone (and the
+    /// store can be opened again) when the projection is.
+    fn drop(&mut self) {
+        drop(self.to_writer.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(t) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Projection {
-    /// Opens the store and rebuilds the query view from its records.
+    /// Opens the store, rebuilds the query view from its records, and starts the writer thread.
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open(dir)?;
         let mut index = Index::default();
@@ -70,20 +115,49 @@ impl Projection {
             index.upsert(&t?);
         }
         let applied = store.applied_seq()?;
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                durable_seq: applied,
+                ..Default::default()
+            }),
+            written: Condvar::new(),
+        });
+        let (tx, rx) = mpsc::channel::<Arc<Snapshot>>();
+        let (w_store, w_shared) = (store.clone(), shared.clone());
+        let writer_thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                // Ends when the projection (the sender) is dropped.
+                for snap in rx {
+                    let result = write_snapshot(&w_store, &snap);
+                    let mut w = w_shared.lock();
+                    match result {
+                        Ok(()) => {
+                            w.durable_seq = snap.applied_seq;
+                            w.in_flight = None;
+                            w.failed = None;
+                        }
+                        Err(e) => w.failed = Some(e.to_string()),
+                    }
+                    drop(w);
+                    w_shared.written.notify_all();
+                }
+            })
+            .map_err(|e| StoreError::Sled(e.into()))?;
         Ok(Self {
             store,
             index: RwLock::new(index),
             applied_seq: AtomicU64::new(applied),
-            pending: Mutex::new(Pending {
-                durable_seq: applied,
-                ..Default::default()
-            }),
+            pending: Mutex::new(Pending::default()),
+            shared,
+            to_writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(writer_thread)),
             policy,
         })
     }
 
-    /// The durable store. What it holds may lag the view by up to one [`FlushPolicy`]; call
-    /// [`Projection::persist`] first to read everything from it.
+    /// The durable store. What it holds may lag the view by up to one [`FlushPolicy`] (and one
+    /// write in progress); call [`Projection::persist`] first to read everything from it.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -95,23 +169,39 @@ impl Projection {
 
     /// Last stream sequence whose effects are in sled.
     pub fn durable_seq(&self) -> u64 {
-        self.pending().durable_seq
+        self.shared.lock().durable_seq
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ticket's current record: from the write-behind buffer, else from sled.
+    /// A ticket's current record: from the write-behind buffer, else from the write in
+    /// progress, else from sled.
     pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
-        if let Some(t) = self.pending().tickets.get(&(project.clone(), order_id)) {
+        let key = (project.clone(), order_id);
+        if let Some(t) = self.pending().tickets.get(&key) {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(snap) = self.shared.lock().in_flight.clone()
+            && let Some(t) = snap.tickets.get(&key)
+        {
             return Ok(Some(t.clone()));
         }
         self.store.ticket(project, order_id)
     }
 
-    /// Makes a batch visible and buffers it for sled, writing the buffer if the policy says so.
-    /// Callers serialise commits (the ledger's commit lock).
+    fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
+        if let Some(snap) = self.shared.lock().in_flight.clone()
+            && let Some(d) = snap.dead_letters.get(&seq)
+        {
+            return Ok(Some(d.clone()));
+        }
+        self.store.dead_letter(seq)
+    }
+
+    /// Makes a batch visible and buffers it for sled, handing the buffer to the writer if the
+    /// policy says so. Callers serialise commits (the ledger's commit lock).
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let before = self.applied_seq();
         {
@@ -133,7 +223,7 @@ impl Projection {
                     d.redriven_by = Some(by);
                     None
                 }
-                None => self.store.dead_letter(original)?,
+                None => self.dead_letter(original)?,
             };
             if let Some(mut d) = found {
                 d.redriven_by = Some(by);
@@ -149,54 +239,86 @@ impl Projection {
                 .since
                 .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
         {
-            self.write(&mut pending)?;
+            self.hand_off(&mut pending)?;
         }
         Ok(())
     }
 
-    /// Writes the buffer if its oldest commit is older than the policy allows (the ingest loop
-    /// calls this when no message arrives).
+    /// Hands the buffer to the writer if its oldest commit is older than the policy allows (the
+    /// ingest loop calls this when no message arrives).
     pub fn flush_if_due(&self) -> Result<(), StoreError> {
         let mut pending = self.pending();
         if pending
             .since
             .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
         {
-            self.write(&mut pending)?;
+            self.hand_off(&mut pending)?;
         }
         Ok(())
     }
 
-    /// Writes everything visible to sled (one atomic batch) and forces it to disk; returns the
-    /// position it reaches. Callers hold the commit lock, so nothing is committed meanwhile.
+    /// Writes everything visible to sled and forces it to disk; returns the position it
+    /// reaches. Callers hold the commit lock, so nothing is committed meanwhile.
     pub fn persist(&self) -> Result<u64, StoreError> {
         let mut pending = self.pending();
-        self.write(&mut pending)?;
-        let seq = pending.durable_seq;
+        self.hand_off(&mut pending)?;
         drop(pending);
+        let seq = self.wait_written()?;
         self.store.flush()?;
         Ok(seq)
     }
 
-    fn write(&self, pending: &mut Pending) -> Result<(), StoreError> {
-        let applied = self.applied_seq();
-        if pending.tickets.is_empty()
-            && pending.dead_letters.is_empty()
-            && pending.durable_seq == applied
-        {
-            pending.since = None;
-            return Ok(());
+    /// Waits until no write is in progress (writing it here if the writer failed); returns the
+    /// durable position. One write at a time keeps the stored position in stream order.
+    fn wait_written(&self) -> Result<u64, StoreError> {
+        let mut w = self.shared.lock();
+        loop {
+            let Some(snap) = w.in_flight.clone() else {
+                return Ok(w.durable_seq);
+            };
+            if w.failed.is_some() {
+                // The writer gave up on it: try once more here, and report if it fails again.
+                write_snapshot(&self.store, &snap)?;
+                w.durable_seq = snap.applied_seq;
+                w.in_flight = None;
+                w.failed = None;
+                continue;
+            }
+            w = self
+                .shared
+                .written
+                .wait(w)
+                .unwrap_or_else(|e| e.into_inner());
         }
-        self.store.write(
-            pending.tickets.values(),
-            pending.dead_letters.values(),
-            applied,
-        )?;
-        pending.tickets.clear();
-        pending.dead_letters.clear();
+    }
+
+    /// Moves the buffer into a snapshot for the writer, after the previous one is written.
+    fn hand_off(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        let durable = self.wait_written()?;
+        let applied = self.applied_seq();
         pending.events = 0;
         pending.since = None;
-        pending.durable_seq = applied;
+        if pending.tickets.is_empty() && pending.dead_letters.is_empty() && durable == applied {
+            return Ok(());
+        }
+        let snap = Arc::new(Snapshot {
+            tickets: std::mem::take(&mut pending.tickets),
+            dead_letters: std::mem::take(&mut pending.dead_letters),
+            applied_seq: applied,
+        });
+        self.shared.lock().in_flight = Some(snap.clone());
+        let to_writer = self.to_writer.lock().unwrap_or_else(|e| e.into_inner());
+        if to_writer
+            .as_ref()
+            .is_none_or(|tx| tx.send(snap.clone()).is_err())
+        {
+            // No writer thread (it died): write here.
+            drop(to_writer);
+            write_snapshot(&self.store, &snap)?;
+            let mut w = self.shared.lock();
+            w.durable_seq = snap.applied_seq;
+            w.in_flight = None;
+        }
         Ok(())
     }
 
@@ -226,6 +348,15 @@ impl Projection {
     pub fn ticket_count(&self) -> usize {
         self.read().len()
     }
+}
+
+/// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch.
+fn write_snapshot(store: &Store, snap: &Snapshot) -> Result<(), StoreError> {
+    store.write(
+        snap.tickets.values(),
+        snap.dead_letters.values(),
+        snap.applied_seq,
+    )
 }
 
 /// Name of the file that says which generation directory is live.
