@@ -94,7 +94,12 @@ impl Drop for Projection {
     /// Stops the writer thread and waits for it, so that its handle on sled is gone (and the
     /// store can be opened again) when the projection is.
     fn drop(&mut self) {
-        drop(self.to_writer.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(
+            self.to_writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         if let Some(t) = self
             .writer_thread
             .lock()
