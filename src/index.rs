@@ -489,6 +489,29 @@ impl Index {
         }
     }
 
+    /// Removes a ticket's row, if there is one. (Its slot stays, unreachable: slots are never
+    /// renumbered.) Used when a rebuilt generation no longer has a ticket the view shows.
+    pub fn remove(&mut self, project: &ProjectId, order_id: u64) {
+        let Some(p) = self.projects.get_mut(project) else {
+            return;
+        };
+        let Some(i) = p.by_order.remove(&order_id) else {
+            return;
+        };
+        let s = &p.slots[i as usize];
+        let (creator, status) = (s.creator, s.status);
+        let lower = s.name_lower().to_owned();
+        let uuid = s.execute_uuid.clone();
+        for g in p.groups_mut(creator, status) {
+            g.remove(order_id);
+        }
+        p.unindex_name(i, &lower);
+        if p.by_uuid.get(&uuid) == Some(&i) {
+            p.by_uuid.remove(&uuid);
+        }
+        self.len -= 1;
+    }
+
     /// The `order_id` of a project's ticket with this `execute_uuid`. (Should two tickets share a
     /// uuid, the one written last wins.)
     pub fn order_of(&self, project: &ProjectId, execute_uuid: &str) -> Option<u64> {
@@ -880,6 +903,11 @@ mod tests {
                     t.order_name = "renamed Night".into();
                 }
                 ix.upsert(t);
+                if rnd(10) == 0 {
+                    let t = all.remove(&id).unwrap();
+                    ix.remove(&t.project, t.order_id);
+                    assert!(ix.order_of(&t.project, &t.execute_uuid).is_none());
+                }
             }
         }
         assert_eq!(ix.len(), all.len());

@@ -81,7 +81,11 @@ impl Shared {
 /// The projection shared by ingest and the API.
 pub struct Projection {
     store: Store,
-    index: RwLock<Index>,
+    /// The query view. A rebuilt generation shares the live one's (see [`Ledger::switch_to`]).
+    index: Arc<RwLock<Index>>,
+    /// Whether commits update `index`: not while a rebuild catches up, since the view it shares
+    /// is the live one.
+    maintains_view: AtomicBool,
     applied_seq: AtomicU64,
     pending: Mutex<Pending>,
     shared: Arc<Shared>,
@@ -119,6 +123,26 @@ impl Projection {
         for t in store.tickets() {
             index.upsert(&t?);
         }
+        Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)
+    }
+
+    /// Opens an empty generation for a rebuild, sharing `live_view` without updating it until
+    /// [`Ledger::switch_to`] patches it to this generation's records. So a rebuild holds one
+    /// query view in memory, not two.
+    fn open_rebuild(
+        dir: &Path,
+        policy: FlushPolicy,
+        live_view: Arc<RwLock<Index>>,
+    ) -> Result<Self, StoreError> {
+        Self::with_view(Store::open(dir)?, policy, live_view, false)
+    }
+
+    fn with_view(
+        store: Store,
+        policy: FlushPolicy,
+        index: Arc<RwLock<Index>>,
+        maintains_view: bool,
+    ) -> Result<Self, StoreError> {
         let applied = store.applied_seq()?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
@@ -151,7 +175,8 @@ impl Projection {
             .map_err(|e| StoreError::Sled(e.into()))?;
         Ok(Self {
             store,
-            index: RwLock::new(index),
+            index,
+            maintains_view: AtomicBool::new(maintains_view),
             applied_seq: AtomicU64::new(applied),
             pending: Mutex::new(Pending::default()),
             shared,
@@ -209,7 +234,7 @@ impl Projection {
     /// policy says so. Callers serialise commits (the ledger's commit lock).
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let before = self.applied_seq();
-        {
+        if self.maintains_view.load(Ordering::Acquire) {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
             for t in &commit.tickets {
                 index.upsert(t);
@@ -355,6 +380,63 @@ impl Projection {
     }
 }
 
+/// Patches the shared view from `live`'s records to `next`'s: a merge of both stores in key
+/// order; a ticket that differs is upserted, one that is gone is removed. Returns how many.
+fn patch_view(live: &Projection, next: &Projection) -> Result<usize, StoreError> {
+    let mut changes: Vec<(Vec<u8>, Option<Ticket>)> = Vec::new();
+    let mut old = live.store.raw_tickets().peekable();
+    let mut new = next.store.raw_tickets().peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(Err(_)), _) => return Err(old.next().expect("peeked").expect_err("err")),
+            (_, Some(Err(_))) => return Err(new.next().expect("peeked").expect_err("err")),
+            (Some(Ok(_)), None) => std::cmp::Ordering::Less,
+            (None, Some(Ok(_))) => std::cmp::Ordering::Greater,
+            (Some(Ok((ko, _))), Some(Ok((kn, _)))) => ko.cmp(kn),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (k, _) = old.next().expect("peeked")?;
+                changes.push((k, None));
+            }
+            std::cmp::Ordering::Greater => {
+                let (k, v) = new.next().expect("peeked")?;
+                changes.push((k.clone(), Some(decode_record(&k, &v)?)));
+            }
+            std::cmp::Ordering::Equal => {
+                let (_, vo) = old.next().expect("peeked")?;
+                let (k, vn) = new.next().expect("peeked")?;
+                if vo != vn {
+                    changes.push((k.clone(), Some(decode_record(&k, &vn)?)));
+                }
+            }
+        }
+    }
+    let n = changes.len();
+    if n > 0 {
+        let mut index = live.index.write().unwrap_or_else(|e| e.into_inner());
+        for (k, t) in changes {
+            match t {
+                Some(t) => index.upsert(&t),
+                None => {
+                    if let Some((p, o)) = crate::store::ticket_key_parts(&k) {
+                        index.remove(&p, o);
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn decode_record(key: &[u8], v: &[u8]) -> Result<Ticket, StoreError> {
+    crate::record::decode(v).map_err(|e| StoreError::Corrupt {
+        key: hex::encode(key),
+        reason: e.to_string(),
+    })
+}
+
 /// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch.
 fn write_snapshot(store: &Store, snap: &Snapshot) -> Result<(), StoreError> {
     store.write(
@@ -458,14 +540,32 @@ impl Ledger {
         let next = self.current.read().unwrap_or_else(|e| e.into_inner()).0 + 1;
         let dir = gen_dir(&self.root, next);
         let _ = std::fs::remove_dir_all(&dir);
-        Ok((next, Projection::open(&dir, self.policy)?))
+        let live_view = self.current().index.clone();
+        Ok((
+            next,
+            Projection::open_rebuild(&dir, self.policy, live_view)?,
+        ))
     }
 
     /// Makes a rebuilt generation live. The caller holds [`Ledger::commit_lock`] and has brought
     /// `next` to the live projection's applied sequence. The old generation's files are removed
     /// once the last reader lets go of it.
+    ///
+    /// The rebuilt generation shares the live query view. Before the switch, both generations'
+    /// records are compared in key order and the view is patched wherever they differ, so the
+    /// view then describes the rebuilt records exactly (usually nothing differs: the same stream
+    /// folded by the same code).
     pub fn switch_to(&self, generation: u32, next: Arc<Projection>) -> Result<(), StoreError> {
         next.persist()?;
+        let live = self.current();
+        live.persist()?;
+        if !Arc::ptr_eq(&live.index, &next.index) {
+            // Not opened by begin_rebuild: its view is its own, kept by its commits.
+        } else if !next.maintains_view.load(Ordering::Acquire) {
+            let patched = patch_view(&live, &next)?;
+            tracing::info!(patched, "rebuilt records compared with the live ones");
+            next.maintains_view.store(true, Ordering::Release);
+        }
         write_current(&self.root, generation)?;
         let old = {
             let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -522,4 +622,84 @@ fn write_current(root: &Path, generation: u32) -> Result<(), StoreError> {
         .and_then(|f| f.sync_all())
         .map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+
+    fn ticket(order_id: u64, status: Status) -> Ticket {
+        Ticket {
+            project: ProjectId::parse("p").unwrap(),
+            order_id,
+            order_name: format!("job {order_id}"),
+            execute_uuid: format!("u{order_id}"),
+            creator: "c".into(),
+            region_ids: "r".into(),
+            job_type: "SCRIPT".into(),
+            gmt_created: order_id as i64,
+            gmt_finished: None,
+            execute_costs: None,
+            status,
+            history: vec![],
+        }
+    }
+
+    fn commit(p: &Projection, tickets: Vec<Ticket>, seq: u64) {
+        p.commit(Commit {
+            tickets,
+            applied_seq: seq,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rebuild_shares_the_view_and_patches_what_differs_at_the_switch() {
+        let root = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(root.path(), FlushPolicy::default()).unwrap();
+        let live = ledger.current();
+        commit(
+            &live,
+            vec![
+                ticket(1, Status::Ready),
+                ticket(2, Status::Ready),
+                ticket(3, Status::Ready),
+            ],
+            3,
+        );
+        let (generation, next) = ledger.begin_rebuild().unwrap();
+        // The rebuilt records differ: 1 is gone, 2 has another status, 4 is new.
+        commit(
+            &next,
+            vec![
+                ticket(2, Status::Finished),
+                ticket(3, Status::Ready),
+                ticket(4, Status::Ready),
+            ],
+            3,
+        );
+        let p = ProjectId::parse("p").unwrap();
+        let live_ids: Vec<u64> = live
+            .query(&p, &Query::all())
+            .data
+            .iter()
+            .map(|r| r.order_id)
+            .collect();
+        assert_eq!(live_ids, [3, 2, 1], "the live view is untouched meanwhile");
+        let _lock = ledger.commit_lock();
+        ledger.switch_to(generation, Arc::new(next)).unwrap();
+        let now = ledger.current();
+        let ids =
+            |q: &Query| -> Vec<u64> { now.query(&p, q).data.iter().map(|r| r.order_id).collect() };
+        assert_eq!(ids(&Query::all()), [4, 3, 2]);
+        let mut finished = Query::all();
+        finished.status = Some(Status::Finished);
+        assert_eq!(ids(&finished), [2]);
+        assert_eq!(now.ticket_count(), 3);
+        // Commits to the new generation now keep the view.
+        commit(&now, vec![ticket(5, Status::Ready)], 4);
+        assert_eq!(ids(&Query::all()), [5, 4, 3, 2]);
+    }
 }

@@ -105,6 +105,15 @@ fn ticket_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
     k
 }
 
+/// The (project, order_id) of a ticket key, if it is one.
+pub fn ticket_key_parts(key: &[u8]) -> Option<(ProjectId, u64)> {
+    let rest = key.strip_prefix(&[TICKET])?;
+    let (project, order) = rest.split_at(rest.len().checked_sub(9)?);
+    let order = order.strip_prefix(&[0])?;
+    let project = ProjectId::parse(std::str::from_utf8(project).ok()?).ok()?;
+    Some((project, u64::from_be_bytes(order.try_into().ok()?)))
+}
+
 fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: hex::encode(key),
@@ -306,6 +315,14 @@ mod tests {
             status: Status::Ready,
             history: vec![],
         }
+    }
+
+    #[test]
+    fn ticket_keys_split_back_into_project_and_order() {
+        let p = ProjectId::parse("proj-1").unwrap();
+        assert_eq!(ticket_key_parts(&ticket_key(&p, 258)), Some((p, 258)));
+        assert_eq!(ticket_key_parts(b"d12345678"), None);
+        assert_eq!(ticket_key_parts(b"t"), None);
     }
 
     #[test]
