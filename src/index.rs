@@ -112,21 +112,28 @@ type Sym = u32;
 struct Slot {
     order_id: u64,
     gmt_created: i64,
+    /// `execute_costs` is not kept: the fold always sets it to `gmt_finished - gmt_created`.
     gmt_finished: Option<i64>,
-    execute_costs: Option<i64>,
     status: Status,
     creator: Sym,
     job_type: Sym,
     region_ids: Sym,
     name: Box<str>,
-    /// The lower-cased name, kept only when it differs from `name`.
-    name_lower: Option<Box<str>>,
     execute_uuid: Box<str>,
 }
 
-impl Slot {
-    fn name_lower(&self) -> &str {
-        self.name_lower.as_deref().unwrap_or(&self.name)
+/// Whether `name` holds `needle` (already lower-cased), ignoring case. ASCII names (the usual
+/// case) are compared in place; others are lower-cased first, as the trigram index was built.
+fn name_holds(name: &str, needle: &str) -> bool {
+    if name.is_ascii() {
+        let n = needle.as_bytes();
+        n.is_empty()
+            || name
+                .as_bytes()
+                .windows(n.len())
+                .any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        name.to_lowercase().contains(needle)
     }
 }
 
@@ -195,6 +202,16 @@ impl Group {
         self.blocks
             .partition_point(|b| b.first <= order_id)
             .saturating_sub(1)
+    }
+
+    /// The slot of `order_id`, if the group holds it.
+    fn find(&self, order_id: u64) -> Option<u32> {
+        let b = self.blocks.get(self.block_of(order_id))?;
+        let i = b
+            .entries
+            .binary_search_by_key(&order_id, |x| x.order_id)
+            .ok()?;
+        Some(b.entries[i].slot)
     }
 
     fn insert(&mut self, e: Entry) {
@@ -308,7 +325,6 @@ fn trigrams(lower: &str) -> Vec<Trigram> {
 /// by strings keep the standard, flood-resistant hasher.
 struct ProjectRows {
     slots: Vec<Slot>,
-    by_order: FxHashMap<u64, u32>,
     by_uuid: HashMap<Box<str>, u32>,
     all: Group,
     by_status: FxHashMap<Status, Group>,
@@ -384,10 +400,12 @@ impl Index {
 
     /// Inserts or replaces a ticket's row.
     pub fn upsert(&mut self, t: &Ticket) {
-        let old = self
+        let known = self
             .projects
             .get(&t.project)
-            .and_then(|p| p.by_order.get(&t.order_id).map(|&i| &p.slots[i as usize]))
+            .and_then(|p| p.all.find(t.order_id));
+        let old = known
+            .map(|i| &self.projects[&t.project].slots[i as usize])
             .map(|s| (s.creator, s.job_type, s.region_ids));
         let creator = self.intern_like(old.map(|o| o.0), &t.creator);
         let job_type = self.intern_like(old.map(|o| o.1), &t.job_type);
@@ -397,15 +415,11 @@ impl Index {
             order_id: t.order_id,
             gmt_created: t.gmt_created,
             gmt_finished: t.gmt_finished,
-            execute_costs: t.execute_costs,
             status: t.status,
             creator,
             job_type,
             region_ids,
             name: t.order_name.as_str().into(),
-            name_lower: Some(lower())
-                .filter(|l| *l != *t.order_name)
-                .map(String::into_boxed_str),
             execute_uuid: t.execute_uuid.as_str().into(),
         };
         let p = self.projects.entry(t.project.clone()).or_default();
@@ -414,7 +428,7 @@ impl Index {
             created: t.gmt_created,
             slot: i,
         };
-        match p.by_order.get(&t.order_id).copied() {
+        match known {
             None => {
                 let i = p.slots.len() as u32;
                 for g in p.groups_mut(creator, t.status) {
@@ -422,7 +436,6 @@ impl Index {
                 }
                 p.index_name(i, &lower());
                 p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
-                p.by_order.insert(t.order_id, i);
                 p.slots.push(slot());
                 self.len += 1;
             }
@@ -461,7 +474,7 @@ impl Index {
                 }
                 let old = &p.slots[i as usize];
                 if *old.name != *t.order_name {
-                    let old_lower = old.name_lower().to_owned();
+                    let old_lower = old.name.to_lowercase();
                     p.unindex_name(i, &old_lower);
                     p.index_name(i, &lower());
                 }
@@ -474,7 +487,6 @@ impl Index {
                 let s = &mut p.slots[i as usize];
                 // Only what an event can change; the name and uuid allocations are kept.
                 s.gmt_finished = t.gmt_finished;
-                s.execute_costs = t.execute_costs;
                 s.status = t.status;
                 s.creator = creator;
                 s.gmt_created = t.gmt_created;
@@ -495,12 +507,12 @@ impl Index {
         let Some(p) = self.projects.get_mut(project) else {
             return;
         };
-        let Some(i) = p.by_order.remove(&order_id) else {
+        let Some(i) = p.all.find(order_id) else {
             return;
         };
         let s = &p.slots[i as usize];
         let (creator, status) = (s.creator, s.status);
-        let lower = s.name_lower().to_owned();
+        let lower = s.name.to_lowercase();
         let uuid = s.execute_uuid.clone();
         for g in p.groups_mut(creator, status) {
             g.remove(order_id);
@@ -537,7 +549,7 @@ impl Index {
             execute_uuid: s.execute_uuid.to_string(),
             gmt_created: s.gmt_created,
             gmt_finished: s.gmt_finished,
-            execute_costs: s.execute_costs,
+            execute_costs: s.gmt_finished.map(|f| f - s.gmt_created),
             creator: self.symbols[s.creator as usize].clone(),
             status: s.status,
             properties: Properties {
@@ -581,7 +593,7 @@ impl Index {
                 .collect()
         });
         let residual = |s: &Slot| {
-            needle.as_deref().is_none_or(|n| s.name_lower().contains(n))
+            needle.as_deref().is_none_or(|n| name_holds(&s.name, n))
                 && job_types.as_ref().is_none_or(|j| j.contains(&s.job_type))
         };
         let mut data = Vec::with_capacity(limit);
