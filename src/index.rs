@@ -221,6 +221,7 @@ impl Group {
             return;
         }
         let bi = self.block_of(e.order_id);
+        let last = bi + 1 == self.blocks.len();
         let b = &mut self.blocks[bi];
         // New tickets come with the largest order_id yet: appending is the common case.
         let i = match b.entries.last() {
@@ -234,15 +235,23 @@ impl Group {
                 Err(i) => i,
             },
         };
+        self.len += 1;
+        if i == b.entries.len() && b.entries.len() >= BLOCK_MAX && last {
+            // Appending to a full last block (new tickets, in order): start the next block and
+            // leave this one full, rather than splitting it in two half-empty ones.
+            self.blocks.push(Block::new(vec![e]));
+            return;
+        }
         b.entries.insert(i, e);
         if i == 0 {
             b.first = e.order_id;
         }
-        self.len += 1;
         b.min_created = b.min_created.min(e.created);
         b.max_created = b.max_created.max(e.created);
         if b.entries.len() > BLOCK_MAX {
             let tail = b.entries.split_off(BLOCK_MAX / 2);
+            // split_off leaves the whole capacity behind: give the unused half back.
+            b.entries.shrink_to_fit();
             b.rezone();
             self.blocks.insert(bi + 1, Block::new(tail));
         }
