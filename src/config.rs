@@ -49,6 +49,8 @@ pub struct StoreSettings {
     pub flush_events: u64,
     /// ... or once the oldest unwritten fold is this old, ms.
     pub flush_interval_ms: u64,
+    /// sled's page cache, MiB.
+    pub cache_mb: u64,
 }
 
 impl StoreSettings {
@@ -57,6 +59,7 @@ impl StoreSettings {
         crate::projection::FlushPolicy {
             max_events: self.flush_events.max(1),
             max_interval: std::time::Duration::from_millis(self.flush_interval_ms),
+            cache_mb: self.cache_mb.max(1),
         }
     }
 }

@@ -28,13 +28,16 @@ pub struct FlushPolicy {
     pub max_events: u64,
     /// ... or once the oldest unwritten commit is this old.
     pub max_interval: Duration,
+    /// sled's page cache, MiB.
+    pub cache_mb: u64,
 }
 
 impl Default for FlushPolicy {
     fn default() -> Self {
         FlushPolicy {
-            max_events: 200_000,
+            max_events: 50_000,
             max_interval: Duration::from_secs(1),
+            cache_mb: crate::store::DEFAULT_CACHE_MB,
         }
     }
 }
@@ -118,7 +121,7 @@ impl Drop for Projection {
 impl Projection {
     /// Opens the store, rebuilds the query view from its records, and starts the writer thread.
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
-        let store = Store::open(dir)?;
+        let store = Store::open_with_cache(dir, policy.cache_mb)?;
         let mut index = Index::default();
         for t in store.tickets() {
             index.upsert(&t?);
@@ -134,7 +137,12 @@ impl Projection {
         policy: FlushPolicy,
         live_view: Arc<RwLock<Index>>,
     ) -> Result<Self, StoreError> {
-        Self::with_view(Store::open(dir)?, policy, live_view, false)
+        Self::with_view(
+            Store::open_with_cache(dir, policy.cache_mb)?,
+            policy,
+            live_view,
+            false,
+        )
     }
 
     fn with_view(

@@ -26,6 +26,8 @@ const TICKET: u8 = b't';
 const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
+/// sled's page cache, MiB, unless configured (`store.cache_mb`).
+pub const DEFAULT_CACHE_MB: u64 = 16;
 /// 2: records in the binary form of [`crate::record`] (1 was JSON).
 const FORMAT_VERSION: u64 = 2;
 
@@ -163,11 +165,17 @@ fn decode_dead_letter(key: &[u8], v: &[u8]) -> Result<DeadLetter, StoreError> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_MB)
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB. Reads are rare
+    /// (a ticket not in the write-behind buffer, a detail page), so a small cache is enough.
+    pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_mb * 1024 * 1024)
             .flush_every_ms(Some(200))
             .open()?;
         let store = Self { db };
