@@ -5,7 +5,7 @@
 //! times as it has events, and written once. The shell ([`crate::ingest`]) reads the messages from
 //! JetStream, looks tickets up in sled and commits; the tests and `verify` use a map instead.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::domain::ProjectId;
 use crate::events;
@@ -108,7 +108,7 @@ pub fn fold_decoded<E>(
     applied_seq: u64,
     mut lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
 ) -> Result<Commit, E> {
-    let mut touched: HashMap<TicketKey, Option<Ticket>> = HashMap::new();
+    let mut touched: FxHashMap<TicketKey, Option<Ticket>> = FxHashMap::default();
     let mut order: Vec<TicketKey> = Vec::new();
     let mut dead_letters = Vec::new();
     let mut last = applied_seq;
@@ -127,11 +127,14 @@ pub fn fold_decoded<E>(
             }
         };
         let key = (event.project.clone(), event.order_id);
-        if !touched.contains_key(&key) {
-            touched.insert(key.clone(), lookup(&key)?);
-            order.push(key.clone());
-        }
-        let slot = touched.get_mut(&key).expect("inserted above");
+        let slot = match touched.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                order.push(v.key().clone());
+                let found = lookup(v.key())?;
+                v.insert(found)
+            }
+        };
         let step = fold::apply(slot.take(), event, m.seq);
         *slot = step.ticket;
         if let Some(r) = step.rejection {

@@ -17,11 +17,11 @@ use anyhow::{Context, bail};
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{DecodeRules, Decoded, fold_decoded};
+use crate::batch::{DecodeRules, Decoded};
 use crate::broker::{ensure_stream, read_batches};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::projection::Ledger;
-use crate::store::Commit;
+use crate::store::DeadLetter;
 
 /// Runs until `cancel` fires, reconnecting with backoff whenever the broker goes away.
 pub async fn run(
@@ -124,32 +124,28 @@ async fn apply(ledger: Arc<Ledger>, batch: Vec<Decoded>) -> anyhow::Result<()> {
         // The lock makes a blue/green switch-over wait for this commit, or this commit wait for
         // the switch-over; either way the batch lands in the projection that is live after it.
         let _commit = ledger.commit_lock();
-        let projection = ledger.current();
-        let applied = projection.applied_seq();
-        let commit = fold_decoded(&batch, applied, |(p, o)| projection.ticket(p, *o))?;
-        log_dead_letters(&commit);
-        if commit.applied_seq > applied {
-            projection.commit(commit)?;
-        }
+        let through = batch.last().map_or(0, |m| m.raw.seq);
+        let dead = ledger.current().fold(&batch)?;
+        log_dead_letters(&dead, through);
         Ok(())
     })
     .await
     .context("fold task")?
 }
 
-fn log_dead_letters(commit: &Commit) {
-    if commit.dead_letters.is_empty() {
+fn log_dead_letters(dead: &[DeadLetter], through_seq: u64) {
+    if dead.is_empty() {
         return;
     }
     let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
-    for d in &commit.dead_letters {
+    for d in dead {
         *by_reason.entry(d.code.as_str()).or_default() += 1;
         tracing::debug!(seq = d.seq, code = %d.code, reason = %d.reason, "dead letter");
     }
     tracing::warn!(
-        count = commit.dead_letters.len(),
+        count = dead.len(),
         by_reason = ?by_reason,
-        through_seq = commit.applied_seq,
+        through_seq,
         "events dead-lettered"
     );
 }

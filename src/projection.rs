@@ -9,13 +9,15 @@
 //! Readers (the API) take the view's read lock, or the buffer before sled for a single record.
 //! [`Ledger`] holds the live projection and swaps in a rebuilt one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::batch::TicketKey;
+use rustc_hash::FxHashMap;
+
+use crate::batch::{Decoded, TicketKey, fold_decoded};
 use crate::domain::ProjectId;
 use crate::fold::Ticket;
 use crate::index::{Index, Page, Query};
@@ -45,7 +47,7 @@ impl Default for FlushPolicy {
 /// What has been folded and made visible but not yet handed to the writer.
 #[derive(Default)]
 struct Pending {
-    tickets: HashMap<TicketKey, Ticket>,
+    tickets: FxHashMap<TicketKey, Ticket>,
     dead_letters: BTreeMap<u64, DeadLetter>,
     /// Messages folded since the last hand-off.
     events: u64,
@@ -55,7 +57,7 @@ struct Pending {
 
 /// A write handed to the background writer: everything one flush writes, atomically.
 struct Snapshot {
-    tickets: HashMap<TicketKey, Ticket>,
+    tickets: FxHashMap<TicketKey, Ticket>,
     dead_letters: BTreeMap<u64, DeadLetter>,
     applied_seq: u64,
 }
@@ -89,6 +91,8 @@ pub struct Projection {
     /// Whether commits update `index`: not while a rebuild catches up, since the view it shares
     /// is the live one.
     maintains_view: AtomicBool,
+    /// Set when a fold failed halfway (see [`Projection::fold`]).
+    poisoned: AtomicBool,
     applied_seq: AtomicU64,
     pending: Mutex<Pending>,
     shared: Arc<Shared>,
@@ -185,6 +189,7 @@ impl Projection {
             store,
             index,
             maintains_view: AtomicBool::new(maintains_view),
+            poisoned: AtomicBool::new(false),
             applied_seq: AtomicU64::new(applied),
             pending: Mutex::new(Pending::default()),
             shared,
@@ -238,9 +243,64 @@ impl Projection {
         self.store.dead_letter(seq)
     }
 
+    /// Folds a decoded batch into this projection and commits it (see [`Projection::commit`]).
+    /// Returns the commit's dead letters, for the caller's log. Callers serialise commits.
+    ///
+    /// Tickets in the write-behind buffer are moved into the fold and back, never copied. If a
+    /// look-up in sled fails halfway, the tickets already moved out are gone from the buffer, so
+    /// the projection refuses every later commit ([`StoreError::Inconsistent`]) until the daemon
+    /// restarts from what sled holds.
+    pub fn fold(&self, batch: &[Decoded]) -> Result<Vec<DeadLetter>, StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Inconsistent);
+        }
+        let applied = self.applied_seq();
+        let mut pending = self.pending();
+        let folded = fold_decoded(batch, applied, |k| match pending.tickets.remove(k) {
+            Some(t) => Ok(Some(t)),
+            None => self.cold_ticket(k),
+        });
+        let commit = match folded {
+            Ok(c) => c,
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                tracing::error!(error = %e, "a ticket look-up failed mid-batch: restart the daemon");
+                return Err(e);
+            }
+        };
+        if commit.applied_seq <= applied {
+            // Everything was at or below the applied position: put the tickets back untouched.
+            for t in commit.tickets {
+                pending.tickets.insert((t.project.clone(), t.order_id), t);
+            }
+            return Ok(Vec::new());
+        }
+        let dead = commit.dead_letters.clone();
+        self.commit_locked(&mut pending, commit)?;
+        Ok(dead)
+    }
+
+    /// A ticket that is not in the write-behind buffer: from the write in progress, or sled.
+    fn cold_ticket(&self, (project, order_id): &TicketKey) -> Result<Option<Ticket>, StoreError> {
+        if let Some(snap) = self.shared.lock().in_flight.clone()
+            && let Some(t) = snap.tickets.get(&(project.clone(), *order_id))
+        {
+            return Ok(Some(t.clone()));
+        }
+        self.store.ticket(project, *order_id)
+    }
+
     /// Makes a batch visible and buffers it for sled, handing the buffer to the writer if the
     /// policy says so. Callers serialise commits (the ledger's commit lock).
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Inconsistent);
+        }
+        let mut pending = self.pending();
+        self.commit_locked(&mut pending, commit)
+    }
+
+    fn commit_locked(&self, pending: &mut Pending, commit: Commit) -> Result<(), StoreError> {
         let before = self.applied_seq();
         if self.maintains_view.load(Ordering::Acquire) {
             let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -248,7 +308,6 @@ impl Projection {
                 index.upsert(t);
             }
         }
-        let mut pending = self.pending();
         for t in commit.tickets {
             pending.tickets.insert((t.project.clone(), t.order_id), t);
         }
@@ -277,7 +336,7 @@ impl Projection {
                 .since
                 .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
         {
-            self.hand_off(&mut pending)?;
+            self.hand_off(pending)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use async_nats::jetstream;
 use serde::Serialize;
 
-use crate::batch::{DecodeRules, Decoded, fold_decoded};
+use crate::batch::{DecodeRules, Decoded};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::projection::{Ledger, Projection};
 
@@ -207,12 +207,7 @@ async fn run(
 
 /// Folds `batch` into `next`, keeping only messages through `upto`.
 fn commit_upto(next: &Projection, batch: &[Decoded], upto: u64) -> anyhow::Result<()> {
-    let take = &batch[..batch.partition_point(|m| m.raw.seq <= upto)];
-    let applied = next.applied_seq();
-    let commit = fold_decoded(take, applied, |(p, o)| next.ticket(p, *o))?;
-    if commit.applied_seq > applied {
-        next.commit(commit)?;
-    }
+    next.fold(&batch[..batch.partition_point(|m| m.raw.seq <= upto)])?;
     Ok(())
 }
 

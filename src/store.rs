@@ -45,6 +45,10 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// A fold failed halfway and the in-memory buffer no longer matches the stream; the daemon
+    /// must restart from what sled holds.
+    #[error("the projection is inconsistent after a failed fold; restart the daemon")]
+    Inconsistent,
     /// The store was written by an incompatible version of the daemon.
     #[error("store format {found} is not the supported format {FORMAT_VERSION}")]
     Format {
