@@ -7,7 +7,7 @@
 //!
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
-//! | `t` project `\0` order_id (u64 BE)    | ticket, binary ([`crate::record`])   |
+//! | `t` project `\0` order_id>>6 (u64 BE) | a chunk: up to 64 tickets' records   |
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
@@ -28,8 +28,47 @@ const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
-/// 2: records in the binary form of [`crate::record`] (1 was JSON).
-const FORMAT_VERSION: u64 = 2;
+/// 3: chunks of 64 records (2 was one record per key, 1 was JSON).
+const FORMAT_VERSION: u64 = 3;
+
+/// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
+/// a key lands in), so tickets that are created together, in `order_id` order, are stored
+/// together: one key for 64 of them. A chunk is `[order_id u64 BE][len u32 BE][record]...`,
+/// ascending.
+const CHUNK_BITS: u32 = 6;
+
+fn chunk_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
+    ticket_key(project, order_id >> CHUNK_BITS)
+}
+
+/// The entries of a chunk: (order_id, record bytes), ascending.
+fn chunk_entries<'a>(key: &[u8], mut v: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, StoreError> {
+    let mut out = Vec::with_capacity(1 << CHUNK_BITS);
+    while !v.is_empty() {
+        if v.len() < 12 {
+            return Err(corrupt(key, "short chunk entry"));
+        }
+        let order = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes")) as usize;
+        let rest = &v[12..];
+        if rest.len() < len {
+            return Err(corrupt(key, "short chunk record"));
+        }
+        out.push((order, &rest[..len]));
+        v = &rest[len..];
+    }
+    Ok(out)
+}
+
+fn encode_chunk<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (order, record) in entries {
+        out.extend_from_slice(&order.to_be_bytes());
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
 
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]
@@ -207,26 +246,40 @@ impl Store {
 
     /// One ticket.
     pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
-        let key = ticket_key(project, order_id);
-        self.db
-            .get(&key)?
-            .map(|v| decode_ticket(&key, &v))
-            .transpose()
+        let key = chunk_key(project, order_id);
+        let Some(v) = self.db.get(&key)? else {
+            return Ok(None);
+        };
+        let entries = chunk_entries(&key, &v)?;
+        match entries.binary_search_by_key(&order_id, |e| e.0) {
+            Ok(i) => decode_ticket(&key, entries[i].1).map(Some),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Every ticket, in key order (project, then order_id ascending).
     pub fn tickets(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
-        self.db.scan_prefix([TICKET]).map(|kv| {
-            let (k, v) = kv?;
+        self.raw_tickets().map(|r| {
+            let (k, v) = r?;
             decode_ticket(&k, &v)
         })
     }
 
-    /// Every ticket's raw record bytes, in key order: what replay checks compare.
+    /// Every ticket's key (`t` project `\0` order_id) and record bytes, in key order: what
+    /// replay checks compare.
     pub fn raw_tickets(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.db.scan_prefix([TICKET]).map(|kv| {
-            let (k, v) = kv?;
-            Ok((k.to_vec(), v.to_vec()))
+        self.db.scan_prefix([TICKET]).flat_map(|kv| {
+            let records = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                let (project, _) = ticket_key_parts(&k).ok_or_else(|| corrupt(&k, "chunk key"))?;
+                Ok(chunk_entries(&k, &v)?
+                    .into_iter()
+                    .map(|(order, record)| Ok((ticket_key(&project, order), record.to_vec())))
+                    .collect::<Vec<_>>())
+            });
+            match records {
+                Ok(r) => r,
+                Err(e) => vec![Err(e)],
+            }
         })
     }
 
@@ -256,8 +309,25 @@ impl Store {
         applied_seq: u64,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut chunks: std::collections::BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
         for t in tickets {
-            batch.insert(ticket_key(&t.project, t.order_id), encode_ticket(t));
+            chunks
+                .entry(chunk_key(&t.project, t.order_id))
+                .or_default()
+                .push((t.order_id, encode_ticket(t)));
+        }
+        for (key, new) in chunks {
+            // Read-modify-write: safe, because one writer writes a store at a time.
+            let old = self.db.get(&key)?;
+            let mut merged: std::collections::BTreeMap<u64, &[u8]> = match &old {
+                Some(v) => chunk_entries(&key, v)?.into_iter().collect(),
+                None => Default::default(),
+            };
+            for (order, record) in &new {
+                merged.insert(*order, record);
+            }
+            batch.insert(key, encode_chunk(merged));
         }
         for d in dead_letters {
             batch.insert(dead_key(d.seq), encode_dead_letter(d));
@@ -284,8 +354,8 @@ impl Store {
         )
     }
 
-    /// Bytes of the records' own data (keys and values), as the benchmark's disk ratio counts
-    /// them.
+    /// Bytes of the records' own data as stored (chunk keys and values), as the benchmark's disk
+    /// ratio counts them.
     pub fn record_bytes(&self) -> Result<u64, StoreError> {
         let mut n = 0u64;
         for kv in self.db.scan_prefix([TICKET]) {
@@ -327,6 +397,35 @@ mod tests {
             status: Status::Ready,
             history: vec![],
         }
+    }
+
+    #[test]
+    fn rewriting_one_ticket_of_a_chunk_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let all: Vec<Ticket> = (1..=200).map(|o| ticket("a", o)).collect();
+        store.write(&all, [], 200).unwrap();
+        let mut changed = ticket("a", 70);
+        changed.status = Status::Processing;
+        store.write([&changed, &ticket("a", 500)], [], 201).unwrap();
+        let got: Vec<Ticket> = store.tickets().map(Result::unwrap).collect();
+        assert_eq!(got.len(), 201);
+        assert_eq!(got[69], changed);
+        assert_eq!(got[68], ticket("a", 69));
+        assert_eq!(got[200].order_id, 500);
+        let keys: Vec<u64> = store
+            .raw_tickets()
+            .map(|r| ticket_key_parts(&r.unwrap().0).unwrap().1)
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
+        assert_eq!(
+            store.ticket(&ProjectId::parse("a").unwrap(), 70).unwrap(),
+            Some(changed)
+        );
+        assert_eq!(
+            store.ticket(&ProjectId::parse("a").unwrap(), 201).unwrap(),
+            None
+        );
     }
 
     #[test]
