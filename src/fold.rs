@@ -171,9 +171,46 @@ fn edge(kind: Kind) -> (&'static [Status], Status) {
 /// Duplicate detection comes first: an event whose `id` the ticket has already applied is a
 /// redelivery or a publisher retry, never a rejection, even when replaying it would be illegal.
 pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldRejection> {
+    Ok(match decide(ticket, event)? {
+        Change::Create(t) => Folded::Applied(t),
+        Change::Duplicate => Folded::Duplicate,
+        Change::Move { to, finished_at } => {
+            let mut next = ticket.expect("a move has a ticket").clone();
+            next.apply_move(to, finished_at);
+            Folded::Applied(next)
+        }
+    })
+}
+
+/// What an event does to a ticket, decided without copying the ticket (see [`fold`]).
+#[allow(clippy::large_enum_variant)] // built once per event and consumed at once: boxing buys nothing
+enum Change {
+    /// The first `created`: this new ticket.
+    Create(Ticket),
+    /// A legal transition; `finished_at` is set when it ends the ticket.
+    Move {
+        to: Status,
+        finished_at: Option<i64>,
+    },
+    /// Already applied.
+    Duplicate,
+}
+
+impl Ticket {
+    fn apply_move(&mut self, to: Status, finished_at: Option<i64>) {
+        self.status = to;
+        if let Some(end) = finished_at {
+            self.gmt_finished = Some(end);
+            self.execute_costs = Some(end - self.gmt_created);
+        }
+    }
+}
+
+/// The state machine's decision (the rules of [`fold`]).
+fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejection> {
     let Some(t) = ticket else {
         return match &event.created {
-            Some(c) if event.kind == Kind::Created => Ok(Folded::Applied(Ticket {
+            Some(c) if event.kind == Kind::Created => Ok(Change::Create(Ticket {
                 project: event.project.clone(),
                 order_id: event.order_id,
                 order_name: c.order_name.clone(),
@@ -194,7 +231,7 @@ pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldReject
         .iter()
         .any(|h| h.outcome == Outcome::Applied && h.id == event.id)
     {
-        return Ok(Folded::Duplicate);
+        return Ok(Change::Duplicate);
     }
     if event.kind == Kind::Created {
         return Err(FoldRejection::AlreadyCreated(t.status));
@@ -212,19 +249,16 @@ pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldReject
             kind: event.kind,
         });
     }
-    let mut next = t.clone();
-    next.status = to;
-    if to.is_terminal() {
-        if event.time_ms < t.gmt_created {
-            return Err(FoldRejection::EndBeforeCreated {
-                end_ms: event.time_ms,
-                created_ms: t.gmt_created,
-            });
-        }
-        next.gmt_finished = Some(event.time_ms);
-        next.execute_costs = Some(event.time_ms - t.gmt_created);
+    if to.is_terminal() && event.time_ms < t.gmt_created {
+        return Err(FoldRejection::EndBeforeCreated {
+            end_ms: event.time_ms,
+            created_ms: t.gmt_created,
+        });
     }
-    Ok(Folded::Applied(next))
+    Ok(Change::Move {
+        to,
+        finished_at: to.is_terminal().then_some(event.time_ms),
+    })
 }
 
 /// The effect of one event at stream sequence `seq` on the ticket it names.
@@ -237,8 +271,10 @@ pub struct Step {
 }
 
 /// Folds an event and records it in the ticket's history. Pure.
+///
+/// Same rules as [`fold`], but the ticket is owned and changed in place: no copy per event.
 pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
-    let result = fold(ticket.as_ref(), event);
+    let result = decide(ticket.as_ref(), event);
     let entry = |outcome| HistoryEntry {
         seq,
         id: event.id.clone(),
@@ -248,14 +284,22 @@ pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
         outcome,
     };
     match result {
-        Ok(Folded::Applied(mut next)) => {
+        Ok(change @ (Change::Create(_) | Change::Move { .. })) => {
+            let mut next = match (change, ticket) {
+                (Change::Create(t), _) => t,
+                (Change::Move { to, finished_at }, Some(mut t)) => {
+                    t.apply_move(to, finished_at);
+                    t
+                }
+                _ => unreachable!("decide moves only an existing ticket"),
+            };
             next.history.push(entry(Outcome::Applied));
             Step {
                 ticket: Some(next),
                 rejection: None,
             }
         }
-        Ok(Folded::Duplicate) => Step {
+        Ok(Change::Duplicate) => Step {
             ticket: ticket.map(|mut t| {
                 t.history.push(entry(Outcome::Duplicate));
                 t
