@@ -203,7 +203,7 @@ pub async fn ordered_messages(
 /// Batches of at most `batch_size` messages of `stream` from sequence `from` on, read and
 /// decoded by a task of their own: the consumer keeps being drained (and its flow control
 /// answered) and the next batch decoded while the caller folds the previous one, so reading,
-/// decoding and folding overlap. A few batches are buffered; the task ends when the receiver is
+/// decoding and folding overlap. Two batches are buffered; the task ends when the receiver is
 /// dropped or the consumer fails (its last item is the error).
 pub async fn read_batches(
     client: &async_nats::Client,
@@ -216,7 +216,7 @@ pub async fn read_batches(
     let mut chunks = ordered_messages(client, stream, from)
         .await?
         .ready_chunks(batch_size.max(1));
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         while let Some(chunk) = chunks.next().await {
             let batch = chunk

@@ -206,7 +206,7 @@ mod tests {
     fn defaults_parse() {
         let s = Settings::defaults();
         assert_eq!(s.nats.stream, "COC_JOB_EVENTS");
-        assert_eq!(s.ingest.batch_size, 10_000);
+        assert_eq!(s.ingest.batch_size, 30_000);
         assert_eq!(s.auth.tokens.len(), 1);
         assert_eq!(s.auth.principals.len(), 1);
         assert_eq!(s.auth.access_keys.len(), 1);
