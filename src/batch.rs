@@ -95,7 +95,7 @@ pub fn fold_batch<E>(
     rules: &DecodeRules,
     lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
 ) -> Result<Commit, E> {
-    fold_decoded(&decode_batch(messages.to_vec(), rules), applied_seq, lookup)
+    fold_decoded(decode_batch(messages.to_vec(), rules), applied_seq, lookup)
 }
 
 /// Folds decoded messages (in stream order) into one commit.
@@ -104,7 +104,7 @@ pub fn fold_batch<E>(
 /// Messages at or below `applied_seq` are skipped, so a batch that overlaps what is already
 /// stored (a redelivery after reconnect) applies nothing twice.
 pub fn fold_decoded<E>(
-    messages: &[Decoded],
+    messages: Vec<Decoded>,
     applied_seq: u64,
     mut lookup: impl FnMut(&TicketKey) -> Result<Option<Ticket>, E>,
 ) -> Result<Commit, E> {
@@ -113,13 +113,13 @@ pub fn fold_decoded<E>(
     let mut dead_letters = Vec::new();
     let mut last = applied_seq;
     let mut redriven = Vec::new();
-    for d in messages.iter().filter(|d| d.raw.seq > applied_seq) {
+    for d in messages.into_iter().filter(|d| d.raw.seq > applied_seq) {
         let m = &d.raw;
         last = last.max(m.seq);
         if let Some(original) = m.redrive_of {
             redriven.push((original, m.seq));
         }
-        let event = match &d.event {
+        let event = match d.event {
             Ok(e) => e,
             Err(e) => {
                 dead_letters.push(dead_letter(m, e.code(), e.to_string()));
@@ -135,7 +135,7 @@ pub fn fold_decoded<E>(
                 v.insert(found)
             }
         };
-        let step = fold::apply(slot.take(), event, m.seq);
+        let step = fold::apply_owned(slot.take(), event, m.seq);
         *slot = step.ticket;
         if let Some(r) = step.rejection {
             dead_letters.push(dead_letter(m, r.code(), r.to_string()));

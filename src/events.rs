@@ -81,7 +81,7 @@ impl Kind {
 }
 
 /// The ticket facts only a `created` event carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedData {
     /// Opaque id of the ticket's details page.
     pub execute_uuid: String,

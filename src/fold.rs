@@ -172,7 +172,7 @@ fn edge(kind: Kind) -> (&'static [Status], Status) {
 /// redelivery or a publisher retry, never a rejection, even when replaying it would be illegal.
 pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldRejection> {
     Ok(match decide(ticket, event)? {
-        Change::Create(t) => Folded::Applied(t),
+        Change::Create => Folded::Applied(created(event.clone())),
         Change::Duplicate => Folded::Duplicate,
         Change::Move { to, finished_at } => {
             let mut next = ticket.expect("a move has a ticket").clone();
@@ -183,10 +183,9 @@ pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldReject
 }
 
 /// What an event does to a ticket, decided without copying the ticket (see [`fold`]).
-#[allow(clippy::large_enum_variant)] // built once per event and consumed at once: boxing buys nothing
 enum Change {
-    /// The first `created`: this new ticket.
-    Create(Ticket),
+    /// The first `created` of a ticket: [`created`] makes it.
+    Create,
     /// A legal transition; `finished_at` is set when it ends the ticket.
     Move {
         to: Status,
@@ -206,24 +205,30 @@ impl Ticket {
     }
 }
 
+/// The ticket a `created` event makes (READY, no history yet), moving the event's strings.
+fn created(event: Event) -> Ticket {
+    let c = event.created.unwrap_or_default();
+    Ticket {
+        project: event.project,
+        order_id: event.order_id,
+        order_name: c.order_name,
+        execute_uuid: c.execute_uuid,
+        creator: c.creator,
+        region_ids: c.region_ids,
+        job_type: c.job_type,
+        gmt_created: event.time_ms,
+        gmt_finished: None,
+        execute_costs: None,
+        status: Status::Ready,
+        history: Vec::new(),
+    }
+}
+
 /// The state machine's decision (the rules of [`fold`]).
 fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejection> {
     let Some(t) = ticket else {
         return match &event.created {
-            Some(c) if event.kind == Kind::Created => Ok(Change::Create(Ticket {
-                project: event.project.clone(),
-                order_id: event.order_id,
-                order_name: c.order_name.clone(),
-                execute_uuid: c.execute_uuid.clone(),
-                creator: c.creator.clone(),
-                region_ids: c.region_ids.clone(),
-                job_type: c.job_type.clone(),
-                gmt_created: event.time_ms,
-                gmt_finished: None,
-                execute_costs: None,
-                status: Status::Ready,
-                history: Vec::new(),
-            })),
+            Some(_) if event.kind == Kind::Created => Ok(Change::Create),
             _ => Err(FoldRejection::UnknownTicket),
         };
     };
@@ -274,26 +279,33 @@ pub struct Step {
 ///
 /// Same rules as [`fold`], but the ticket is owned and changed in place: no copy per event.
 pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
-    let result = decide(ticket.as_ref(), event);
-    let entry = |outcome| HistoryEntry {
-        seq,
-        id: event.id.clone(),
-        kind: event.kind,
-        time_ms: event.time_ms,
-        source: event.source.clone(),
-        outcome,
-    };
+    apply_owned(ticket, event.clone(), seq)
+}
+
+/// [`apply`], taking the event too, so that its strings move into the ticket and its history
+/// instead of being copied (what ingest does).
+pub fn apply_owned(ticket: Option<Ticket>, mut event: Event, seq: u64) -> Step {
+    let result = decide(ticket.as_ref(), &event);
+    let (kind, time_ms) = (event.kind, event.time_ms);
+    let id = std::mem::take(&mut event.id);
+    let source = std::mem::take(&mut event.source);
     match result {
-        Ok(change @ (Change::Create(_) | Change::Move { .. })) => {
+        Ok(change @ (Change::Create | Change::Move { .. })) => {
             let mut next = match (change, ticket) {
-                (Change::Create(t), _) => t,
                 (Change::Move { to, finished_at }, Some(mut t)) => {
                     t.apply_move(to, finished_at);
                     t
                 }
-                _ => unreachable!("decide moves only an existing ticket"),
+                _ => created(event),
             };
-            next.history.push(entry(Outcome::Applied));
+            next.history.push(HistoryEntry {
+                seq,
+                id,
+                kind,
+                time_ms,
+                source,
+                outcome: Outcome::Applied,
+            });
             Step {
                 ticket: Some(next),
                 rejection: None,
@@ -301,17 +313,31 @@ pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
         }
         Ok(Change::Duplicate) => Step {
             ticket: ticket.map(|mut t| {
-                t.history.push(entry(Outcome::Duplicate));
+                t.history.push(HistoryEntry {
+                    seq,
+                    id,
+                    kind,
+                    time_ms,
+                    source,
+                    outcome: Outcome::Duplicate,
+                });
                 t
             }),
             rejection: None,
         },
         Err(rejection) => Step {
             ticket: ticket.map(|mut t| {
-                t.history.push(entry(Outcome::Rejected {
-                    code: rejection.code().to_owned(),
-                    reason: rejection.to_string(),
-                }));
+                t.history.push(HistoryEntry {
+                    seq,
+                    id,
+                    kind,
+                    time_ms,
+                    source,
+                    outcome: Outcome::Rejected {
+                        code: rejection.code().to_owned(),
+                        reason: rejection.to_string(),
+                    },
+                });
                 t
             }),
             rejection: Some(rejection),

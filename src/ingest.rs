@@ -125,7 +125,7 @@ async fn apply(ledger: Arc<Ledger>, batch: Vec<Decoded>) -> anyhow::Result<()> {
         // the switch-over; either way the batch lands in the projection that is live after it.
         let _commit = ledger.commit_lock();
         let through = batch.last().map_or(0, |m| m.raw.seq);
-        let dead = ledger.current().fold(&batch)?;
+        let dead = ledger.current().fold(batch)?;
         log_dead_letters(&dead, through);
         Ok(())
     })

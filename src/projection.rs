@@ -250,7 +250,7 @@ impl Projection {
     /// look-up in sled fails halfway, the tickets already moved out are gone from the buffer, so
     /// the projection refuses every later commit ([`StoreError::Inconsistent`]) until the daemon
     /// restarts from what sled holds.
-    pub fn fold(&self, batch: &[Decoded]) -> Result<Vec<DeadLetter>, StoreError> {
+    pub fn fold(&self, batch: Vec<Decoded>) -> Result<Vec<DeadLetter>, StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Inconsistent);
         }

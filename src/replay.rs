@@ -168,14 +168,14 @@ async fn run(
         max_event_bytes: ingest.max_event_bytes,
     };
     let mut last_log = Instant::now();
-    if try_switch(ledger, &next, generation, Arc::new(Vec::new())).await? {
+    if try_switch(ledger, &next, generation, Vec::new()).await? {
         return Ok((generation, next.ticket_count()));
     }
     let mut batches = crate::broker::read_batches(&client, &stream, 1, ingest.batch_size, rules)
         .await
         .context("the rebuild consumer")?;
     while let Some(batch) = batches.recv().await {
-        let batch = Arc::new(batch?);
+        let batch = batch?;
         let live_applied = ledger.current().applied_seq();
         let reaches_live = batch.last().is_some_and(|m| m.raw.seq >= live_applied);
         if reaches_live {
@@ -184,7 +184,7 @@ async fn run(
             }
         } else {
             let n = next.clone();
-            tokio::task::spawn_blocking(move || commit_upto(&n, &batch, u64::MAX)).await??;
+            tokio::task::spawn_blocking(move || commit_upto(&n, batch, u64::MAX)).await??;
         }
         let total = ledger.stream_last_seq().max(ledger.current().applied_seq());
         tracker.update(|p| {
@@ -206,8 +206,9 @@ async fn run(
 }
 
 /// Folds `batch` into `next`, keeping only messages through `upto`.
-fn commit_upto(next: &Projection, batch: &[Decoded], upto: u64) -> anyhow::Result<()> {
-    next.fold(&batch[..batch.partition_point(|m| m.raw.seq <= upto)])?;
+fn commit_upto(next: &Projection, mut batch: Vec<Decoded>, upto: u64) -> anyhow::Result<()> {
+    batch.truncate(batch.partition_point(|m| m.raw.seq <= upto));
+    next.fold(batch)?;
     Ok(())
 }
 
@@ -217,16 +218,16 @@ async fn try_switch(
     ledger: &Arc<Ledger>,
     next: &Arc<Projection>,
     generation: u32,
-    batch: Arc<Vec<Decoded>>,
+    batch: Vec<Decoded>,
 ) -> anyhow::Result<bool> {
     let (ledger, next) = (ledger.clone(), next.clone());
     tokio::task::spawn_blocking(move || {
         let _commit = ledger.commit_lock();
         let target = ledger.current().applied_seq();
-        commit_upto(&next, &batch, target)?;
         // Level once every message through `target` has been read. (A gap in the stream can
         // leave the last folded sequence short of `target` with nothing left to fold.)
         let read_through = batch.last().map_or(next.applied_seq(), |m| m.raw.seq);
+        commit_upto(&next, batch, target)?;
         if read_through < target {
             return Ok(false);
         }
