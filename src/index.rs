@@ -21,7 +21,6 @@
 //!   `coc:JobType` condition, are checked on the rows of the chosen group. The planner takes
 //!   whichever candidate set is smaller.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -316,25 +315,31 @@ impl Group {
 /// A trigram of lower-cased name bytes.
 type Trigram = u32;
 
-fn trigrams(lower: &str) -> Vec<Trigram> {
-    let mut out: Vec<Trigram> = lower
+/// The trigrams of `lower`, in order, repeats included (callers tolerate them).
+fn trigrams(lower: &str) -> impl Iterator<Item = Trigram> + '_ {
+    lower
         .as_bytes()
         .windows(3)
         .map(|w| (w[0] as u32) << 16 | (w[1] as u32) << 8 | w[2] as u32)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+}
+
+/// `name` lower-cased, without a copy when it already is (the usual case).
+fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.is_ascii() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
 }
 
 /// The view of one project.
 #[derive(Default)]
 ///
-/// Maps keyed by numbers use FxHash (fast, and their keys are not chosen by requests); maps keyed
-/// by strings keep the standard, flood-resistant hasher.
+/// Maps use FxHash: fast, and their keys come from the event publishers (trusted, like the
+/// stream itself), never from requests, which only look keys up.
 struct ProjectRows {
     slots: Vec<Slot>,
-    by_uuid: HashMap<Box<str>, u32>,
+    by_uuid: FxHashMap<Box<str>, u32>,
     all: Group,
     by_status: FxHashMap<Status, Group>,
     by_creator: FxHashMap<Sym, Group>,
@@ -379,10 +384,10 @@ impl ProjectRows {
 /// The query view of every project.
 #[derive(Default)]
 pub struct Index {
-    projects: HashMap<ProjectId, ProjectRows>,
+    projects: FxHashMap<ProjectId, ProjectRows>,
     /// Interned creators, job types and regions.
     symbols: Vec<Arc<str>>,
-    symbol_ids: HashMap<Arc<str>, Sym>,
+    symbol_ids: FxHashMap<Arc<str>, Sym>,
     len: usize,
 }
 
@@ -419,7 +424,7 @@ impl Index {
         let creator = self.intern_like(old.map(|o| o.0), &t.creator);
         let job_type = self.intern_like(old.map(|o| o.1), &t.job_type);
         let region_ids = self.intern_like(old.map(|o| o.2), &t.region_ids);
-        let lower = || t.order_name.to_lowercase();
+        let lower = || lowered(&t.order_name);
         let slot = || Slot {
             order_id: t.order_id,
             gmt_created: t.gmt_created,
@@ -483,7 +488,7 @@ impl Index {
                 }
                 let old = &p.slots[i as usize];
                 if *old.name != *t.order_name {
-                    let old_lower = old.name.to_lowercase();
+                    let old_lower = lowered(&old.name).into_owned();
                     p.unindex_name(i, &old_lower);
                     p.index_name(i, &lower());
                 }
@@ -521,7 +526,7 @@ impl Index {
         };
         let s = &p.slots[i as usize];
         let (creator, status) = (s.creator, s.status);
-        let lower = s.name.to_lowercase();
+        let lower = lowered(&s.name).into_owned();
         let uuid = s.execute_uuid.clone();
         for g in p.groups_mut(creator, status) {
             g.remove(order_id);
@@ -663,7 +668,9 @@ impl Index {
 /// The slots (ascending) whose name holds every trigram of `needle`, if the needle has trigrams
 /// and its rarest trigram is rarer than `than` rows; `None` tells the caller to walk its group.
 fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
-    let grams = trigrams(needle);
+    let mut grams: Vec<Trigram> = trigrams(needle).collect();
+    grams.sort_unstable();
+    grams.dedup();
     if grams.is_empty() {
         return None;
     }
@@ -691,6 +698,7 @@ fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn ticket(order_id: u64, creator: &str, status: Status, name: &str, created: i64) -> Ticket {
         Ticket {
