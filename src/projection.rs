@@ -178,7 +178,10 @@ impl Projection {
                             w.in_flight = None;
                             w.failed = None;
                         }
-                        Err(e) => w.failed = Some(e.to_string()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "writing to sled failed; retried at the next write");
+                            w.failed = Some(e.to_string());
+                        }
                     }
                     drop(w);
                     w_shared.written.notify_all();
@@ -626,9 +629,9 @@ impl Ledger {
         next.persist()?;
         let live = self.current();
         live.persist()?;
-        if !Arc::ptr_eq(&live.index, &next.index) {
-            // Not opened by begin_rebuild: its view is its own, kept by its commits.
-        } else if !next.maintains_view.load(Ordering::Acquire) {
+        // A generation from begin_rebuild shares the live view and has not kept it yet; any other
+        // keeps its own view through its commits.
+        if Arc::ptr_eq(&live.index, &next.index) && !next.maintains_view.load(Ordering::Acquire) {
             let patched = patch_view(&live, &next)?;
             tracing::info!(patched, "rebuilt records compared with the live ones");
             next.maintains_view.store(true, Ordering::Release);
