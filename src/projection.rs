@@ -726,6 +726,42 @@ mod tests {
     }
 
     #[test]
+    fn write_behind_never_stores_a_position_ahead_of_its_tickets() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = FlushPolicy {
+            max_events: 1_000,
+            max_interval: Duration::from_secs(3600),
+            cache_mb: 1,
+        };
+        let p = Projection::open(dir.path(), policy).unwrap();
+        let key = ProjectId::parse("p").unwrap();
+        commit(&p, vec![ticket(1, Status::Ready)], 10);
+        // Visible at once, not yet in sled.
+        assert_eq!(p.applied_seq(), 10);
+        assert_eq!(p.durable_seq(), 0);
+        assert_eq!(p.store().ticket(&key, 1).unwrap(), None);
+        assert_eq!(p.ticket(&key, 1).unwrap().unwrap().status, Status::Ready);
+        // 1,000 messages since the last write: handed to the writer with the position they reach.
+        commit(&p, vec![ticket(1, Status::Processing)], 1_000);
+        commit(&p, vec![ticket(2, Status::Ready)], 1_001);
+        assert_eq!(
+            p.ticket(&key, 1).unwrap().unwrap().status,
+            Status::Processing
+        );
+        assert_eq!(p.persist().unwrap(), 1_001);
+        drop(p);
+        // Reopened: exactly what was written, at exactly its position.
+        let p = Projection::open(dir.path(), policy).unwrap();
+        assert_eq!(p.applied_seq(), 1_001);
+        assert_eq!(p.store().applied_seq().unwrap(), 1_001);
+        assert_eq!(
+            p.store().ticket(&key, 1).unwrap().unwrap().status,
+            Status::Processing
+        );
+        assert_eq!(p.ticket_count(), 2);
+    }
+
+    #[test]
     fn a_rebuild_shares_the_view_and_patches_what_differs_at_the_switch() {
         let root = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(root.path(), FlushPolicy::default()).unwrap();
