@@ -748,6 +748,7 @@ mod tests {
             p.ticket(&key, 1).unwrap().unwrap().status,
             Status::Processing
         );
+        assert!(p.durable_seq() <= 1_000, "1,001 has not been handed off");
         assert_eq!(p.persist().unwrap(), 1_001);
         drop(p);
         // Reopened: exactly what was written, at exactly its position.
