@@ -268,62 +268,82 @@ impl Latency {
     }
 }
 
+/// One list request as the benchmark's principal; an answer that is not a success is an error.
+async fn get_page(
+    http: &reqwest::Client,
+    url: &str,
+    project: &str,
+) -> anyhow::Result<bytes::Bytes> {
+    let r = http
+        .get(url)
+        .header("X-Auth-Token", BENCH_TOKEN)
+        .header("x-project-id", project)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    Ok(r.bytes().await?)
+}
+
+/// Requests/s that `workers` reach together in `secs`: each worker runs on its own task and
+/// calls its request again and again; only successful requests count. Shared by the ledger's
+/// and PostgreSQL's measurements, so both are counted the same way.
+async fn throughput<W, F>(workers: Vec<W>, secs: u64) -> anyhow::Result<f64>
+where
+    W: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = bool> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut request in workers {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if request().await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn measure_query(
     http: &reqwest::Client,
     base: &str,
-    token: &str,
     project: &str,
     query: &str,
     requests: usize,
     secs: u64,
 ) -> anyhow::Result<Latency> {
     let url = format!("{base}/v1/job/script/orders?{query}");
-    let (token, project): (Arc<str>, Arc<str>) = (token.into(), project.into());
-    let get = move |http: reqwest::Client, url: String| {
-        let token = token.clone();
-        let project = project.clone();
-        async move {
-            let r = http
-                .get(&url)
-                .header("X-Auth-Token", &*token)
-                .header("x-project-id", &*project)
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("{}: {}", r.status(), r.text().await.unwrap_or_default());
-            }
-            Ok::<_, anyhow::Error>(r.bytes().await?)
-        }
-    };
-    let first: serde_json::Value = serde_json::from_slice(&get(http.clone(), url.clone()).await?)?;
+    let first: serde_json::Value = serde_json::from_slice(&get_page(http, &url, project).await?)?;
     let total = first["data"]["total"].as_u64().unwrap_or(0);
     let mut times = Vec::with_capacity(requests);
     for _ in 0..requests {
         let t = Instant::now();
-        get(http.clone(), url.clone()).await?;
+        get_page(http, &url, project).await?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (http, url, done) = (http.clone(), url.clone(), done.clone());
-        let get = get.clone();
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                if get(http.clone(), url.clone()).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
+    let (url, project): (Arc<str>, Arc<str>) = (url.into(), project.into());
+    let workers = (0..8)
+        .map(|_| {
+            let (http, url, project) = (http.clone(), url.clone(), project.clone());
+            move || {
+                let (http, url, project) = (http.clone(), url.clone(), project.clone());
+                async move { get_page(&http, &url, &project).await.is_ok() }
             }
-        }));
-    }
-    let started = Instant::now();
-    for t in tasks {
-        t.await?;
-    }
+        })
+        .collect();
     Ok(Latency::from_times(
         times,
-        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        throughput(workers, secs).await?,
         total,
     ))
 }
@@ -479,7 +499,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         let l = measure_query(
             &http,
             &base,
-            BENCH_TOKEN,
             "project-0",
             q,
             opts.requests,
@@ -503,13 +522,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         for _ in 0..opts.requests {
             for (u, out) in [(&first_url, &mut first), (&deep_url, &mut deep)] {
                 let t = Instant::now();
-                http.get(u)
-                    .header("X-Auth-Token", BENCH_TOKEN)
-                    .header("x-project-id", "project-0")
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
+                get_page(&http, u, "project-0").await?;
                 out.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }

@@ -5,7 +5,6 @@
 //! ledger), with prepared statements, which flatters the baseline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -207,30 +206,18 @@ pub async fn measure(
             break; // a slow query: enough samples for its percentiles
         }
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let mut clients = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..8 {
-        clients.push(connect(conninfo).await.context("baseline connection")?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    for c in clients {
-        let (sql, done) = (sql.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                if once(&c, &sql).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
+        let c = Arc::new(connect(conninfo).await.context("baseline connection")?);
+        let sql = sql.clone();
+        workers.push(move || {
+            let (c, sql) = (c.clone(), sql.clone());
+            async move { once(&c, &sql).await.is_ok() }
+        });
     }
     Ok(Latency::from_times(
         times,
-        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        super::throughput(workers, secs).await?,
         total,
     ))
 }
