@@ -289,59 +289,39 @@ pub fn apply_owned(ticket: Option<Ticket>, mut event: Event, seq: u64) -> Step {
     let (kind, time_ms) = (event.kind, event.time_ms);
     let id = std::mem::take(&mut event.id);
     let source = std::mem::take(&mut event.source);
-    match result {
-        Ok(change @ (Change::Create | Change::Move { .. })) => {
-            let mut next = match (change, ticket) {
-                (Change::Move { to, finished_at }, Some(mut t)) => {
-                    t.apply_move(to, finished_at);
-                    t
-                }
-                _ => created(event),
-            };
-            next.history.push(HistoryEntry {
+    let (ticket, outcome, rejection) = match result {
+        Ok(Change::Create) => (Some(created(event)), Outcome::Applied, None),
+        Ok(Change::Move { to, finished_at }) => (
+            ticket.map(|mut t| {
+                t.apply_move(to, finished_at);
+                t
+            }),
+            Outcome::Applied,
+            None,
+        ),
+        Ok(Change::Duplicate) => (ticket, Outcome::Duplicate, None),
+        Err(r) => (
+            ticket,
+            Outcome::Rejected {
+                code: r.code().to_owned(),
+                reason: r.to_string(),
+            },
+            Some(r),
+        ),
+    };
+    Step {
+        ticket: ticket.map(|mut t| {
+            t.history.push(HistoryEntry {
                 seq,
                 id,
                 kind,
                 time_ms,
                 source,
-                outcome: Outcome::Applied,
+                outcome,
             });
-            Step {
-                ticket: Some(next),
-                rejection: None,
-            }
-        }
-        Ok(Change::Duplicate) => Step {
-            ticket: ticket.map(|mut t| {
-                t.history.push(HistoryEntry {
-                    seq,
-                    id,
-                    kind,
-                    time_ms,
-                    source,
-                    outcome: Outcome::Duplicate,
-                });
-                t
-            }),
-            rejection: None,
-        },
-        Err(rejection) => Step {
-            ticket: ticket.map(|mut t| {
-                t.history.push(HistoryEntry {
-                    seq,
-                    id,
-                    kind,
-                    time_ms,
-                    source,
-                    outcome: Outcome::Rejected {
-                        code: rejection.code().to_owned(),
-                        reason: rejection.to_string(),
-                    },
-                });
-                t
-            }),
-            rejection: Some(rejection),
-        },
+            t
+        }),
+        rejection,
     }
 }
 
