@@ -229,12 +229,7 @@ impl Projection {
         if let Some(t) = self.pending().tickets.get(&key) {
             return Ok(Some(t.clone()));
         }
-        if let Some(snap) = self.shared.lock().in_flight.clone()
-            && let Some(t) = snap.tickets.get(&key)
-        {
-            return Ok(Some(t.clone()));
-        }
-        self.store.ticket(project, order_id)
+        self.cold_ticket(&key)
     }
 
     fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {

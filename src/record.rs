@@ -10,7 +10,8 @@
 //!
 //! Layout: a version byte, then the fields in [`Ticket`]'s order. Integers are LEB128 varints
 //! (signed ones zig-zagged), strings are a varint length and UTF-8 bytes, an `Option` is a 0/1
-//! byte before its value, enums are one byte.
+//! byte before its value, enums are one byte: the position in [`Status::ALL`] or [`Kind::ALL`]
+//! (so reordering those lists changes the store format).
 
 use crate::domain::{ProjectId, Status};
 use crate::events::Kind;
@@ -22,15 +23,6 @@ const VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a ticket record: {0}")]
 pub struct RecordError(&'static str);
-
-const STATUSES: [Status; 6] = [
-    Status::Ready,
-    Status::Processing,
-    Status::Abnormal,
-    Status::Paused,
-    Status::Canceled,
-    Status::Finished,
-];
 
 /// Encodes a ticket.
 pub fn encode(t: &Ticket) -> Vec<u8> {
@@ -83,7 +75,7 @@ pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
     let gmt_created = r.i64()?;
     let gmt_finished = r.opt()?;
     let execute_costs = r.opt()?;
-    let status = *STATUSES
+    let status = *Status::ALL
         .get(r.byte()? as usize)
         .ok_or(RecordError("unknown status"))?;
     let n = r.u64()? as usize;
@@ -134,7 +126,7 @@ pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
 }
 
 fn status_byte(s: Status) -> u8 {
-    STATUSES
+    Status::ALL
         .iter()
         .position(|x| *x == s)
         .expect("every status is listed") as u8
@@ -276,7 +268,7 @@ mod tests {
         open.gmt_finished = None;
         open.execute_costs = None;
         open.history.clear();
-        for s in STATUSES {
+        for s in Status::ALL {
             open.status = s;
             assert_eq!(decode(&encode(&open)).unwrap(), open);
         }

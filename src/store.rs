@@ -337,23 +337,6 @@ impl Store {
         Ok(())
     }
 
-    /// Writes one batch's effects and its position atomically, marking the dead letters it
-    /// redrove. (The projection batches many commits into one [`Store::write`] instead.)
-    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let mut marked = Vec::new();
-        for (original, by) in &commit.redriven {
-            if let Some(mut d) = self.dead_letter(*original)? {
-                d.redriven_by = Some(*by);
-                marked.push(d);
-            }
-        }
-        self.write(
-            &commit.tickets,
-            commit.dead_letters.iter().chain(&marked),
-            commit.applied_seq,
-        )
-    }
-
     /// Bytes of the records' own data as stored (chunk keys and values), as the benchmark's disk
     /// ratio counts them.
     pub fn record_bytes(&self) -> Result<u64, StoreError> {
@@ -450,12 +433,7 @@ mod tests {
             redriven_by: None,
         };
         store
-            .commit(&Commit {
-                tickets: vec![ticket("a", 2), ticket("a", 10), ticket("b", 1)],
-                dead_letters: vec![dl.clone()],
-                redriven: vec![],
-                applied_seq: 3,
-            })
+            .write(&[ticket("a", 2), ticket("a", 10), ticket("b", 1)], [&dl], 3)
             .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
