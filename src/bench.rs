@@ -146,6 +146,26 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
+/// CPU seconds (user + system) a process has used so far; 0 for itself when `pid` is 0.
+fn cpu_secs(pid: u32) -> f64 {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_owned()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks = f.next().and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / hz as f64
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -353,7 +373,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("temp dir")?;
     let nats_port = free_port()?;
     let nats_bin = crate::broker::find_binary(Path::new("nats-server"))?;
-    let _nats = KillOnDrop(
+    let nats = KillOnDrop(
         Command::new(&nats_bin)
             .args([
                 "-a",
@@ -369,11 +389,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             .spawn()
             .context("starting nats-server")?,
     );
+    let nats_pid = nats.0.id();
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let mut settings = Settings::defaults();
     settings.nats.url = nats_url.clone();
     let client = loop {
-        if let Ok(c) = async_nats::connect(nats_url.as_str()).await {
+        // The daemon's subscription capacity, so that the raw read drops nothing either.
+        let options = async_nats::ConnectOptions::new()
+            .subscription_capacity(crate::broker::SUBSCRIPTION_CAPACITY);
+        if let Ok(c) = options.connect(nats_url.as_str()).await {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -391,9 +415,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("published {events} events in {publish_secs:.1}s");
+    let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
     let raw_secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
     let raw_rate = events as f64 / raw_secs;
-    eprintln!("raw ordered read: {raw_rate:.0} events/s");
+    let per_event = |secs: f64| secs * 1e6 / events as f64;
+    let raw_cpu = (
+        per_event(cpu_secs(nats_pid) - cpu0.0),
+        per_event(cpu_secs(0) - cpu0.1),
+    );
+    eprintln!(
+        "raw ordered read: {raw_rate:.0} events/s; CPU µs/event: nats-server {:.2}, reader {:.2}",
+        raw_cpu.0, raw_cpu.1
+    );
 
     // The daemon, as a child process with its own store.
     let http_port = free_port()?;
@@ -413,6 +446,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         ),
     )?;
     let started = Instant::now();
+    let nats_cpu = cpu_secs(nats_pid);
     let mut daemon = KillOnDrop(
         Command::new(std::env::current_exe()?)
             .arg("serve")
@@ -446,13 +480,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let ingest_secs = started.elapsed().as_secs_f64();
     let ingest_rate = events as f64 / ingest_secs;
     let ingest_rss_kib = peak_rss_kib(pid).unwrap_or(0);
+    let ingest_cpu = (
+        per_event(cpu_secs(nats_pid) - nats_cpu),
+        per_event(cpu_secs(pid)),
+    );
     eprintln!(
-        "ingest: {ingest_rate:.0} events/s, peak RSS {} MiB",
-        ingest_rss_kib / 1024
+        "ingest: {ingest_rate:.0} events/s, peak RSS {} MiB; CPU µs/event: nats-server {:.2}, \
+         daemon {:.2}",
+        ingest_rss_kib / 1024,
+        ingest_cpu.0,
+        ingest_cpu.1
     );
 
     let admin = crate::audit::AdminClient::new(&base, BENCH_TOKEN);
     let started = Instant::now();
+    let cpu0 = (cpu_secs(nats_pid), cpu_secs(pid));
     admin
         .post("/v1/ledger/replay", serde_json::json!({}))
         .await?;
@@ -466,7 +508,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     let replay_secs = started.elapsed().as_secs_f64();
     let replay_rate = events as f64 / replay_secs;
-    eprintln!("replay: {replay_rate:.0} events/s");
+    let replay_cpu = (
+        per_event(cpu_secs(nats_pid) - cpu0.0),
+        per_event(cpu_secs(pid) - cpu0.1),
+    );
+    eprintln!(
+        "replay: {replay_rate:.0} events/s; CPU µs/event: nats-server {:.2}, daemon {:.2}",
+        replay_cpu.0, replay_cpu.1
+    );
 
     // Queries, as the one project "project-0" (about a tenth of the tickets).
     let mid = 1_700_000_000_000i64 + (opts.tickets as i64 / 2) * 600;

@@ -83,6 +83,10 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
     };
     let client = async_nats::ConnectOptions::new()
         .name("ticket-ledger")
+        // Above what a consumer's flow-control window lets the server push ahead of its answer,
+        // so that a fold that holds the reader back never makes the client drop deliveries
+        // (which would make the consumer start over and the server send them again).
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connection_timeout(timeout)
         .retry_on_initial_connect()
         .connect(s.url.as_str())
@@ -200,11 +204,52 @@ pub async fn ordered_messages(
     consumer.messages().await.context("subscribing")
 }
 
+/// Messages a subscription buffers before the client drops them as a slow consumer: above the
+/// server's flow-control window of a push consumer (tens of MiB, so up to some 100k small events).
+pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+
+/// How often the reader's consumer sends a heartbeat when it has nothing to deliver: the
+/// heartbeat says how many deliveries were sent, so it is how a lost last delivery (or a lost
+/// flow-control request, which would stall the consumer) is noticed.
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long the reader waits for a message or a heartbeat before it takes the consumer for gone.
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(3);
+
+/// The stream and consumer sequences of a JetStream delivery, read from its `$JS.ACK.` reply
+/// subject: `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>` after
+/// the prefix, or, with domain and account hash in front, 9 tokens or more (ADR-15).
+pub fn ack_sequences(reply: &str) -> Option<(u64, u64)> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let mut tokens = [""; 9];
+    let mut n = 0;
+    for t in rest.split('.') {
+        if let Some(slot) = tokens.get_mut(n) {
+            *slot = t;
+        }
+        n += 1;
+    }
+    let (stream_seq, consumer_seq) = match n {
+        7 => (tokens[3], tokens[4]),
+        n if n >= 9 => (tokens[5], tokens[6]),
+        _ => return None,
+    };
+    Some((stream_seq.parse().ok()?, consumer_seq.parse().ok()?))
+}
+
 /// Batches of at most `batch_size` messages of `stream` from sequence `from` on, read and
 /// decoded by a task of their own: the consumer keeps being drained (and its flow control
 /// answered) and the next batch decoded while the caller folds the previous one, so reading,
 /// decoding and folding overlap. Two batches are buffered; the task ends when the receiver is
-/// dropped or the consumer fails (its last item is the error).
+/// dropped or the consumer cannot be created (its last item is the error).
+///
+/// The consumer is the same ephemeral ordered push consumer as [`ordered_messages`] (no acks,
+/// flow control, idle heartbeats), read through a plain subscription: the stream sequence comes
+/// straight from the reply subject, once, and no per-message JetStream context is built. A gap
+/// (a consumer sequence skipped, a heartbeat that says more was sent, or silence past
+/// [`HEARTBEAT_GRACE`]) makes the task start a new consumer after the last sequence it passed
+/// on, as the client's ordered consumer would; each such restart is logged, because each one
+/// makes the server send again what was lost.
 pub async fn read_batches(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
@@ -212,26 +257,188 @@ pub async fn read_batches(
     batch_size: usize,
     rules: DecodeRules,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Decoded>>>> {
-    use futures::StreamExt;
-    let mut chunks = ordered_messages(client, stream, from)
-        .await?
-        .ready_chunks(batch_size.max(1));
+    let mut reader = Deliveries::start(client, stream, from.max(1), batch_size).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
-        while let Some(chunk) = chunks.next().await {
-            let batch = chunk
-                .into_iter()
-                .map(|m| RawMessage::from_jetstream(&m.context("reading from the consumer")?))
-                .collect::<anyhow::Result<Vec<_>>>();
-            let failed = batch.is_err();
-            let batch = batch.map(|b| decode_batch(b, &rules));
-            if tx.send(batch).await.is_err() || failed {
-                return;
+        loop {
+            let batch = match reader.next_batch().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            };
+            if tx.send(Ok(decode_batch(batch, &rules))).await.is_err() {
+                break;
             }
         }
-        let _ = tx.send(Err(anyhow::anyhow!("the consumer ended"))).await;
+        reader.stop().await;
     });
     Ok(rx)
+}
+
+/// One ordered push consumer read through a plain subscription (see [`read_batches`]).
+struct Deliveries {
+    client: async_nats::Client,
+    stream: jetstream::stream::Stream,
+    batch_size: usize,
+    consumer: String,
+    chunks: futures::stream::ReadyChunks<async_nats::Subscriber>,
+    /// Consumer sequence of the last delivery taken.
+    consumer_seq: u64,
+    /// Stream sequence the next batch starts at.
+    next_seq: u64,
+}
+
+impl Deliveries {
+    async fn start(
+        client: &async_nats::Client,
+        stream: &jetstream::stream::Stream,
+        from: u64,
+        batch_size: usize,
+    ) -> anyhow::Result<Self> {
+        let (consumer, chunks) = Self::open(client, stream, from, batch_size).await?;
+        Ok(Deliveries {
+            client: client.clone(),
+            stream: stream.clone(),
+            batch_size,
+            consumer,
+            chunks,
+            consumer_seq: 0,
+            next_seq: from,
+        })
+    }
+
+    async fn open(
+        client: &async_nats::Client,
+        stream: &jetstream::stream::Stream,
+        from: u64,
+        batch_size: usize,
+    ) -> anyhow::Result<(String, futures::stream::ReadyChunks<async_nats::Subscriber>)> {
+        use futures::StreamExt;
+        use jetstream::consumer::{AckPolicy, DeliverPolicy, push};
+        let inbox = client.new_inbox();
+        // Subscribed before the consumer exists, so that nothing it pushes is missed.
+        let subscriber = client
+            .subscribe(inbox.clone())
+            .await
+            .context("subscribing")?;
+        // What the client's ordered consumer asks for, with a shorter heartbeat.
+        let consumer = stream
+            .create_consumer(push::Config {
+                deliver_subject: inbox,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ack_policy: AckPolicy::None,
+                max_deliver: 1,
+                flow_control: true,
+                idle_heartbeat: IDLE_HEARTBEAT,
+                memory_storage: true,
+                num_replicas: 1,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .context("creating an ordered consumer")?;
+        let name = consumer.cached_info().name.clone();
+        Ok((name, subscriber.ready_chunks(batch_size.max(1))))
+    }
+
+    /// The next deliveries, at least one; starts a new consumer after a gap.
+    async fn next_batch(&mut self) -> anyhow::Result<Vec<RawMessage>> {
+        use futures::StreamExt;
+        loop {
+            let (batch, gap) = match tokio::time::timeout(HEARTBEAT_GRACE, self.chunks.next()).await
+            {
+                Ok(Some(chunk)) => self.take_chunk(chunk).await?,
+                Ok(None) => (Vec::new(), Some("the subscription ended".to_owned())),
+                Err(_) => (
+                    Vec::new(),
+                    Some(format!(
+                        "no message and no heartbeat for {HEARTBEAT_GRACE:?}"
+                    )),
+                ),
+            };
+            if let Some(last) = batch.last() {
+                self.next_seq = last.seq + 1;
+            }
+            if let Some(gap) = gap {
+                tracing::warn!(reason = %gap, from_seq = self.next_seq, "restarting the consumer");
+                self.restart().await?;
+            }
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.stream.delete_consumer(&self.consumer).await;
+        let (consumer, chunks) =
+            Self::open(&self.client, &self.stream, self.next_seq, self.batch_size).await?;
+        self.consumer = consumer;
+        self.chunks = chunks;
+        self.consumer_seq = 0;
+        Ok(())
+    }
+
+    /// Deletes the consumer rather than leaving it to the server's inactivity timer.
+    async fn stop(self) {
+        let _ = self.stream.delete_consumer(&self.consumer).await;
+    }
+
+    /// The events of one chunk of deliveries, in order, up to the first gap (and why there is
+    /// one); answers flow control on the way.
+    async fn take_chunk(
+        &mut self,
+        chunk: Vec<async_nats::Message>,
+    ) -> anyhow::Result<(Vec<RawMessage>, Option<String>)> {
+        let mut out = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            if let Some(status) = m.status {
+                if status != async_nats::StatusCode::IDLE_HEARTBEAT {
+                    tracing::debug!(%status, "status message from the consumer");
+                    continue;
+                }
+                // A heartbeat says how far the consumer got; flow control asks for an answer.
+                let last = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Last-Consumer"))
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                if let Some(last) = last
+                    && last != self.consumer_seq
+                {
+                    let gap = format!(
+                        "the consumer sent up to {last} but {} arrived",
+                        self.consumer_seq
+                    );
+                    return Ok((out, Some(gap)));
+                }
+                if let Some(reply) = m.reply {
+                    self.client
+                        .publish(reply, bytes::Bytes::new())
+                        .await
+                        .context("answering flow control")?;
+                }
+                continue;
+            }
+            let Some((seq, cseq)) = m.reply.as_deref().and_then(ack_sequences) else {
+                return Ok((
+                    out,
+                    Some("a delivery without a JetStream reply subject".into()),
+                ));
+            };
+            if cseq != self.consumer_seq + 1 {
+                let gap = format!("delivery {cseq} arrived after {}", self.consumer_seq);
+                return Ok((out, Some(gap)));
+            }
+            self.consumer_seq = cseq;
+            out.push(RawMessage::from_delivery(seq, m));
+        }
+        Ok((out, None))
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +454,24 @@ mod tests {
         assert_eq!(host_port("localhost").unwrap(), ("localhost".into(), 4222));
         assert_eq!(host_port("nats://u:p@h:5000").unwrap(), ("h".into(), 5000));
         assert!(host_port("nats://h:x").is_err());
+    }
+
+    #[test]
+    fn ack_sequences_of_both_reply_formats() {
+        assert_eq!(
+            ack_sequences("$JS.ACK.events.c1.1.42.7.1700000000000000000.3"),
+            Some((42, 7))
+        );
+        assert_eq!(
+            ack_sequences("$JS.ACK._.ACCHASH.events.c1.1.42.7.1700000000000000000.3.tok"),
+            Some((42, 7))
+        );
+        assert_eq!(
+            ack_sequences("$JS.ACK.hub.ACCHASH.events.c1.1.42.7.1700000000000000000.3"),
+            Some((42, 7))
+        );
+        assert_eq!(ack_sequences("_INBOX.abc"), None);
+        assert_eq!(ack_sequences("$JS.ACK.events.c1.1.x.7.1.3"), None);
+        assert_eq!(ack_sequences("$JS.ACK.events.c1.1.42"), None);
     }
 }

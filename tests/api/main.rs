@@ -6,7 +6,10 @@ mod helpers;
 mod list;
 mod signing;
 
+use async_nats::jetstream;
 use helpers::*;
+use std::sync::Arc;
+use std::time::Duration;
 use ticket_ledger::events::Kind;
 
 /// The events behind the spec's example page: five tickets, 74 to 70, with the example's times,
@@ -278,4 +281,65 @@ impl ParseProject for str {
     fn parse_project(&self) -> ticket_ledger::domain::ProjectId {
         ticket_ledger::domain::ProjectId::parse(self).unwrap()
     }
+}
+
+/// A reader held back so long that the client drops deliveries (a subscription that buffers 200
+/// messages, a pause after the first batch) still passes every event on exactly once and in stream
+/// order: it sees each gap in the consumer sequence and starts a new consumer after the last
+/// sequence it passed on.
+#[tokio::test]
+async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_deliveries() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let events: Vec<_> = (1..=3_000u64)
+        .map(|i| created("proj-a", i, 1_700_000_000_000, "n", "c", "u", "r"))
+        .collect();
+    let last = publish(&js, &events).await;
+    assert_eq!(last, 3_000);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let seen = dropped.clone();
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(200)
+        .event_callback(move |e| {
+            let seen = seen.clone();
+            async move {
+                if matches!(e, async_nats::Event::SlowConsumer(_)) {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let settings = ticket_ledger::config::Settings::defaults();
+    let stream = jetstream::new(client.clone())
+        .get_stream(&settings.nats.stream)
+        .await
+        .unwrap();
+    let rules = ticket_ledger::batch::DecodeRules {
+        subject_prefix: PREFIX.into(),
+        max_event_bytes: 64 * 1024,
+    };
+    let mut batches = ticket_ledger::broker::read_batches(&client, &stream, 1, 100, rules)
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < 3_000 {
+        let batch = tokio::time::timeout(Duration::from_secs(60), batches.recv())
+            .await
+            .expect("the reader stalled")
+            .expect("the reader ended")
+            .expect("the reader failed");
+        assert!(batch.iter().all(|d| d.event.is_ok()));
+        if seqs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        seqs.extend(batch.iter().map(|d| d.raw.seq));
+    }
+    assert_eq!(seqs, (1..=3_000).collect::<Vec<u64>>());
+    assert!(
+        dropped.load(Ordering::Relaxed) > 0,
+        "the client never dropped a delivery: the test did not exercise a gap"
+    );
 }
