@@ -5,11 +5,15 @@
 //! are what make sled slow). Everything a list query needs, its total included, is answered
 //! here without counting every match:
 //!
-//! - **Groups.** Per project, every row sits in four [`Group`]s: all rows, its status, its
-//!   creator, and its (creator, status). A group is a list ordered by `order_id`, cut into
-//!   blocks of at most [`BLOCK_MAX`] entries. A page is a keyset walk down from the marker in the
-//!   one group that matches the query's equality filters (never an offset), and a total with no
-//!   time range is the group's length.
+//! - **Groups.** Per project, every row sits in two [`Group`]s: all rows, and its creator's. A
+//!   group is a list ordered by `order_id`, cut into blocks of at most [`BLOCK_MAX`] entries.
+//!   A page is a keyset walk down from the marker in the group that matches the query's creator
+//!   filter (never an offset), and a total with no time range is the group's length.
+//! - **Status counts.** Each entry carries its row's status, and each block and group counts its
+//!   entries per status. A status filter skips the blocks that hold none of it and counts whole
+//!   blocks from their counts, so it needs no group of its own; and a status change, the most
+//!   common update, rewrites one byte and two counts in place instead of moving the row between
+//!   groups.
 //! - **Zone maps.** Each block keeps the lowest and highest `gmt_created` of its entries. A time
 //!   range skips the blocks it cannot touch and counts whole the blocks it covers, so only the
 //!   blocks at its two edges are looked into. This is fast because `gmt_created` rises with
@@ -136,12 +140,22 @@ fn name_holds(name: &str, needle: &str) -> bool {
     }
 }
 
-/// A group entry: enough to order, range-check and find the row without touching it.
+/// A group entry: enough to order, filter by time and status, and find the row without touching
+/// it. (The status fits in what would otherwise be padding.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     order_id: u64,
     created: i64,
     slot: u32,
+    status: Status,
+}
+
+/// Entries per status, indexed by a status's place in [`Status::ALL`].
+type Counts = [u32; Status::ALL.len()];
+
+/// The place of `s` in [`Status::ALL`] (the enum is declared in that order).
+fn at(s: Status) -> usize {
+    s as usize
 }
 
 /// Largest block of a [`Group`]; a fuller block splits in two. Small enough that an insert's
@@ -156,6 +170,7 @@ struct Block {
     entries: Vec<Entry>,
     min_created: i64,
     max_created: i64,
+    counts: Counts,
 }
 
 impl Block {
@@ -165,16 +180,26 @@ impl Block {
             entries,
             min_created: 0,
             max_created: 0,
+            counts: Counts::default(),
         };
         b.rezone();
         b
     }
 
-    /// Recomputes the first key and the zone map.
+    /// Recomputes the first key, the zone map and the status counts.
     fn rezone(&mut self) {
         self.first = self.entries.first().map_or(0, |e| e.order_id);
         self.min_created = self.entries.iter().map(|e| e.created).min().unwrap_or(0);
         self.max_created = self.entries.iter().map(|e| e.created).max().unwrap_or(0);
+        self.counts = Counts::default();
+        for e in &self.entries {
+            self.counts[at(e.status)] += 1;
+        }
+    }
+
+    /// Entries of the block with `status` (all of them without one).
+    fn holding(&self, status: Option<Status>) -> usize {
+        status.map_or(self.entries.len(), |s| self.counts[at(s)] as usize)
     }
 
     /// Whether no entry of the block can fall in `t`.
@@ -193,6 +218,7 @@ impl Block {
 struct Group {
     blocks: Vec<Block>,
     len: usize,
+    counts: Counts,
 }
 
 impl Group {
@@ -213,10 +239,12 @@ impl Group {
         Some(b.entries[i].slot)
     }
 
+    /// Inserts `e`, or replaces the entry with its `order_id`.
     fn insert(&mut self, e: Entry) {
         if self.blocks.is_empty() {
             self.blocks.push(Block::new(vec![e]));
             self.len = 1;
+            self.counts[at(e.status)] += 1;
             return;
         }
         let bi = self.block_of(e.order_id);
@@ -227,6 +255,8 @@ impl Group {
             Some(l) if l.order_id < e.order_id => b.entries.len(),
             _ => match b.entries.binary_search_by_key(&e.order_id, |x| x.order_id) {
                 Ok(i) => {
+                    self.counts[at(b.entries[i].status)] -= 1;
+                    self.counts[at(e.status)] += 1;
                     b.entries[i] = e;
                     b.rezone();
                     return;
@@ -235,6 +265,7 @@ impl Group {
             },
         };
         self.len += 1;
+        self.counts[at(e.status)] += 1;
         if i == b.entries.len() && b.entries.len() >= BLOCK_MAX && last {
             // Appending to a full last block (new tickets, in order): start the next block and
             // leave this one full, rather than splitting it in two half-empty ones.
@@ -242,6 +273,7 @@ impl Group {
             return;
         }
         b.entries.insert(i, e);
+        b.counts[at(e.status)] += 1;
         if i == 0 {
             b.first = e.order_id;
         }
@@ -256,6 +288,22 @@ impl Group {
         }
     }
 
+    /// Changes the status of the entry of `order_id` in place (nothing if the group lacks it).
+    fn set_status(&mut self, order_id: u64, status: Status) {
+        let bi = self.block_of(order_id);
+        let Some(b) = self.blocks.get_mut(bi) else {
+            return;
+        };
+        let Ok(i) = b.entries.binary_search_by_key(&order_id, |x| x.order_id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut b.entries[i].status, status);
+        b.counts[at(old)] -= 1;
+        b.counts[at(status)] += 1;
+        self.counts[at(old)] -= 1;
+        self.counts[at(status)] += 1;
+    }
+
     fn remove(&mut self, order_id: u64) {
         if self.blocks.is_empty() {
             return;
@@ -265,6 +313,8 @@ impl Group {
         if let Ok(i) = b.entries.binary_search_by_key(&order_id, |x| x.order_id) {
             let gone = b.entries.remove(i);
             self.len -= 1;
+            self.counts[at(gone.status)] -= 1;
+            b.counts[at(gone.status)] -= 1;
             if b.entries.is_empty() {
                 self.blocks.remove(bi);
             } else if i == 0 || gone.created == b.min_created || gone.created == b.max_created {
@@ -273,38 +323,51 @@ impl Group {
         }
     }
 
-    /// Entries whose `gmt_created` falls in `time` (all of them without a range).
-    fn count(&self, time: Option<&TimeRange>) -> u64 {
+    /// Entries with `status` (any without one) whose `gmt_created` falls in `time` (any without
+    /// a range).
+    fn count(&self, time: Option<&TimeRange>, status: Option<Status>) -> u64 {
         let Some(t) = time else {
-            return self.len as u64;
+            return status.map_or(self.len, |s| self.counts[at(s)] as usize) as u64;
         };
         self.blocks
             .iter()
             .map(|b| {
-                if b.disjoint(t) {
+                if b.disjoint(t) || b.holding(status) == 0 {
                     0
                 } else if b.inside(t) {
-                    b.entries.len()
+                    b.holding(status)
                 } else {
-                    b.entries.iter().filter(|e| t.contains(e.created)).count()
+                    b.entries
+                        .iter()
+                        .filter(|e| t.contains(e.created) && status.is_none_or(|s| e.status == s))
+                        .count()
                 }
             })
             .sum::<usize>() as u64
     }
 
-    /// Entries below `below` and in `time`, newest first, while `f` returns true.
-    fn walk_desc(&self, below: u64, time: Option<&TimeRange>, mut f: impl FnMut(&Entry) -> bool) {
+    /// Entries below `below`, in `time` and with `status`, newest first, while `f` returns true.
+    fn walk_desc(
+        &self,
+        below: u64,
+        time: Option<&TimeRange>,
+        status: Option<Status>,
+        mut f: impl FnMut(&Entry) -> bool,
+    ) {
         if self.blocks.is_empty() {
             return;
         }
         let top = self.block_of(below.saturating_sub(1));
         for b in self.blocks[..=top].iter().rev() {
-            if time.is_some_and(|t| b.disjoint(t)) {
+            if time.is_some_and(|t| b.disjoint(t)) || b.holding(status) == 0 {
                 continue;
             }
             let end = b.entries.partition_point(|e| e.order_id < below);
             for e in b.entries[..end].iter().rev() {
-                if time.is_none_or(|t| t.contains(e.created)) && !f(e) {
+                if time.is_none_or(|t| t.contains(e.created))
+                    && status.is_none_or(|s| e.status == s)
+                    && !f(e)
+                {
                     return;
                 }
             }
@@ -341,21 +404,14 @@ struct ProjectRows {
     slots: Vec<Slot>,
     by_uuid: FxHashMap<Box<str>, u32>,
     all: Group,
-    by_status: FxHashMap<Status, Group>,
     by_creator: FxHashMap<Sym, Group>,
-    by_creator_status: FxHashMap<(Sym, Status), Group>,
     /// Trigram → slots (ascending) whose lower-cased name holds it.
     names: FxHashMap<Trigram, Vec<u32>>,
 }
 
 impl ProjectRows {
-    fn groups_mut(&mut self, creator: Sym, status: Status) -> [&mut Group; 4] {
-        [
-            &mut self.all,
-            self.by_status.entry(status).or_default(),
-            self.by_creator.entry(creator).or_default(),
-            self.by_creator_status.entry((creator, status)).or_default(),
-        ]
+    fn groups_mut(&mut self, creator: Sym) -> [&mut Group; 2] {
+        [&mut self.all, self.by_creator.entry(creator).or_default()]
     }
 
     fn index_name(&mut self, slot: u32, lower: &str) {
@@ -441,11 +497,12 @@ impl Index {
             order_id: t.order_id,
             created: t.gmt_created,
             slot: i,
+            status: t.status,
         };
         match known {
             None => {
                 let i = p.slots.len() as u32;
-                for g in p.groups_mut(creator, t.status) {
+                for g in p.groups_mut(creator) {
                     g.insert(entry(i));
                 }
                 p.index_name(i, &lower());
@@ -457,10 +514,12 @@ impl Index {
                 let old = &p.slots[i as usize];
                 let (old_creator, old_status) = (old.creator, old.status);
                 let moved = old.gmt_created != t.gmt_created;
-                // Only the groups whose key (or entry) changes are touched: a status change
-                // moves the row between two status groups and two (creator, status) groups.
+                // Only the entries whose key changes move. A status change, the usual update,
+                // is rewritten in place in both groups.
                 if moved {
                     p.all.insert(entry(i)); // same order_id: replaces the entry in place
+                } else if old_status != t.status {
+                    p.all.set_status(t.order_id, t.status);
                 }
                 if moved || old_creator != creator {
                     p.by_creator
@@ -468,23 +527,11 @@ impl Index {
                         .expect("every row is in its creator's group")
                         .remove(t.order_id);
                     p.by_creator.entry(creator).or_default().insert(entry(i));
-                }
-                if moved || old_status != t.status {
-                    p.by_status
-                        .get_mut(&old_status)
-                        .expect("every row is in its status group")
-                        .remove(t.order_id);
-                    p.by_status.entry(t.status).or_default().insert(entry(i));
-                }
-                if moved || (old_creator, old_status) != (creator, t.status) {
-                    p.by_creator_status
-                        .get_mut(&(old_creator, old_status))
-                        .expect("every row is in its (creator, status) group")
-                        .remove(t.order_id);
-                    p.by_creator_status
-                        .entry((creator, t.status))
-                        .or_default()
-                        .insert(entry(i));
+                } else if old_status != t.status {
+                    p.by_creator
+                        .get_mut(&creator)
+                        .expect("every row is in its creator's group")
+                        .set_status(t.order_id, t.status);
                 }
                 let old = &p.slots[i as usize];
                 if *old.name != *t.order_name {
@@ -525,10 +572,10 @@ impl Index {
             return;
         };
         let s = &p.slots[i as usize];
-        let (creator, status) = (s.creator, s.status);
+        let creator = s.creator;
         let lower = lowered(&s.name).into_owned();
         let uuid = s.execute_uuid.clone();
-        for g in p.groups_mut(creator, status) {
+        for g in p.groups_mut(creator) {
             g.remove(order_id);
         }
         p.unindex_name(i, &lower);
@@ -588,16 +635,15 @@ impl Index {
                 None => return empty,
             },
         };
-        let group = match (creator, q.status) {
-            (None, None) => Some(&p.all),
-            (None, Some(s)) => p.by_status.get(&s),
-            (Some(c), None) => p.by_creator.get(&c),
-            (Some(c), Some(s)) => p.by_creator_status.get(&(c, s)),
+        let group = match creator {
+            None => Some(&p.all),
+            Some(c) => p.by_creator.get(&c),
         };
         let Some(group) = group else {
             return empty;
         };
         let time = q.time.as_ref();
+        let status = q.status;
         let below = q.marker.map_or(u64::MAX, |m| m.get());
         let limit = q.limit.get();
         let needle = q.name_like.as_ref().map(|n| n.as_str().to_lowercase());
@@ -613,16 +659,16 @@ impl Index {
         let mut data = Vec::with_capacity(limit);
         if needle.is_none() && job_types.is_none() {
             // Equality filters and a time range only: the group answers both.
-            group.walk_desc(below, time, |e| {
+            group.walk_desc(below, time, status, |e| {
                 data.push(self.row(&p.slots[e.slot as usize]));
                 data.len() < limit
             });
             return Page {
-                total: group.count(time),
+                total: group.count(time, status),
                 data,
             };
         }
-        let in_group = group.count(time);
+        let in_group = group.count(time, status);
         let postings = needle.as_deref().and_then(|n| candidates(p, n, in_group));
         let mut total = 0u64;
         match postings {
@@ -650,7 +696,7 @@ impl Index {
                 data.extend(hits.into_iter().map(|s| self.row(s)));
             }
             // The group (within the time range) is the smaller set: walk it all, counting.
-            None => group.walk_desc(u64::MAX, time, |e| {
+            None => group.walk_desc(u64::MAX, time, status, |e| {
                 let s = &p.slots[e.slot as usize];
                 if residual(s) {
                     total += 1;
@@ -885,6 +931,15 @@ mod tests {
             t.job_type = if rnd(3) == 0 { "SHELL" } else { "SCRIPT" }.into();
             ix.upsert(&t);
             all.insert(order_id, t);
+        }
+        // The usual update: a status change alone, rewritten in place.
+        for _ in 0..2_000 {
+            let order_id = rnd(5_000) * 3 + 1;
+            let t = all
+                .get_mut(&order_id)
+                .expect("the first 5,000 are all there");
+            t.status = statuses[rnd(5) as usize];
+            ix.upsert(t);
         }
         let p = ProjectId::parse("p").unwrap();
         let filter = |s: &str, what| FilterText::parse(s, what).unwrap();
