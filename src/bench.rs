@@ -177,29 +177,76 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Publishes the generated history; returns (events, seconds).
+/// The benchmark's history: `tickets` tickets, their events interleaved as an executor running
+/// about a thousand tickets at once would emit them, the same every time (a fixed seed).
+pub struct History {
+    rng: Rng,
+    tickets: u64,
+    next: u64,
+    live: Vec<(Vec<Event>, usize)>,
+}
+
+impl History {
+    /// The history of `tickets` tickets.
+    pub fn new(tickets: u64) -> Self {
+        History {
+            rng: Rng(42),
+            tickets,
+            next: 1,
+            live: Vec::new(),
+        }
+    }
+}
+
+/// An event, and the final state of its ticket (without history) when it is the ticket's last.
+pub type HistoryItem = (Event, Option<crate::fold::Ticket>);
+
+impl Iterator for History {
+    type Item = HistoryItem;
+
+    fn next(&mut self) -> Option<HistoryItem> {
+        const T_BASE: i64 = 1_700_000_000_000;
+        while self.live.len() < 1_000 && self.next <= self.tickets {
+            let t0 = T_BASE + self.next as i64 * 600;
+            self.live
+                .push((ticket_events(&mut self.rng, self.next, t0), 0));
+            self.next += 1;
+        }
+        if self.live.is_empty() {
+            return None;
+        }
+        let pick = self.rng.below(self.live.len() as u64) as usize;
+        let (events, cursor) = &mut self.live[pick];
+        let e = events[*cursor].clone();
+        *cursor += 1;
+        let mut last = None;
+        if *cursor == events.len() {
+            let mut t = None;
+            for e in events.iter() {
+                t = crate::fold::apply(t, e, 0).ticket;
+            }
+            last = t.map(|mut t| {
+                t.history = Vec::new();
+                t
+            });
+            self.live.swap_remove(pick);
+        }
+        Some((e, last))
+    }
+}
+
+/// Publishes the generated history; returns (events, seconds). The final states go to `finals`,
+/// for the PostgreSQL baseline.
 async fn publish_history(
     js: &jetstream::Context,
     tickets: u64,
     prefix: &str,
     finals: &mut Vec<crate::fold::Ticket>,
 ) -> anyhow::Result<(u64, f64)> {
-    let mut rng = Rng(42);
     let start = Instant::now();
-    let mut live: Vec<(Vec<Event>, usize)> = Vec::new();
-    let mut next = 1u64;
     let mut acks = std::collections::VecDeque::new();
     let mut count = 0u64;
-    let t_base = 1_700_000_000_000i64;
-    while next <= tickets || !live.is_empty() {
-        while live.len() < 1_000 && next <= tickets {
-            let t0 = t_base + next as i64 * 600;
-            live.push((ticket_events(&mut rng, next, t0), 0));
-            next += 1;
-        }
-        let pick = rng.below(live.len() as u64) as usize;
-        let (events, cursor) = &mut live[pick];
-        let e = &events[*cursor];
+    for (e, last) in History::new(tickets) {
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", e.id.as_str());
         acks.push_back(
@@ -207,19 +254,7 @@ async fn publish_history(
                 .await?,
         );
         count += 1;
-        *cursor += 1;
-        if *cursor == events.len() {
-            // The ticket's final state, for the PostgreSQL baseline.
-            let mut t = None;
-            for e in events.iter() {
-                t = crate::fold::apply(t, e, 0).ticket;
-            }
-            if let Some(mut t) = t {
-                t.history = Vec::new();
-                finals.push(t);
-            }
-            live.swap_remove(pick);
-        }
+        finals.extend(last);
         if acks.len() >= 4_000 {
             for a in acks.drain(..2_000) {
                 a.await?;
