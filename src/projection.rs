@@ -53,6 +53,27 @@ struct Pending {
     events: u64,
     /// When the oldest commit not yet handed off was made.
     since: Option<Instant>,
+    /// Per project, the largest `order_id` of any ticket this projection holds (in the buffer,
+    /// the write in flight or sled). A ticket above it cannot exist yet, so its look-up skips
+    /// sled: that is every `created` event of a new ticket, since executors hand out `order_id`s
+    /// in increasing order. Kept across hand-offs.
+    newest: FxHashMap<ProjectId, u64>,
+}
+
+impl Pending {
+    /// Whether no ticket `key` can exist: its `order_id` is above every one held.
+    fn is_unseen(&self, (project, order_id): &TicketKey) -> bool {
+        self.newest.get(project).is_none_or(|&n| *order_id > n)
+    }
+
+    fn saw(&mut self, project: &ProjectId, order_id: u64) {
+        match self.newest.get_mut(project) {
+            Some(n) => *n = (*n).max(order_id),
+            None => {
+                self.newest.insert(project.clone(), order_id);
+            }
+        }
+    }
 }
 
 /// A write handed to the background writer: everything one flush writes, atomically.
@@ -127,10 +148,15 @@ impl Projection {
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open_with_cache(dir, policy.cache_mb)?;
         let mut index = Index::default();
+        let mut pending = Pending::default();
         for t in store.tickets() {
-            index.upsert(&t?);
+            let t = t?;
+            pending.saw(&t.project, t.order_id);
+            index.upsert(&t);
         }
-        Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)
+        let projection = Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)?;
+        *projection.pending() = pending;
+        Ok(projection)
     }
 
     /// Opens an empty generation for a rebuild, sharing `live_view` without updating it until
@@ -256,6 +282,7 @@ impl Projection {
         let mut pending = self.pending();
         let folded = fold_decoded(batch, applied, |k| match pending.tickets.remove(k) {
             Some(t) => Ok(Some(t)),
+            None if pending.is_unseen(k) => Ok(None),
             None => self.cold_ticket(k),
         });
         let commit = match folded {
@@ -307,6 +334,7 @@ impl Projection {
             }
         }
         for t in commit.tickets {
+            pending.saw(&t.project, t.order_id);
             pending.tickets.insert((t.project.clone(), t.order_id), t);
         }
         for d in commit.dead_letters {
@@ -755,6 +783,50 @@ mod tests {
             Status::Processing
         );
         assert_eq!(p.ticket_count(), 2);
+    }
+
+    /// Look-ups skip sled only above the largest `order_id` held, and that bound is rebuilt from
+    /// sled at start-up: an event for a stored ticket still finds it after a restart.
+    #[test]
+    fn a_ticket_below_the_newest_is_looked_up_and_found_after_a_restart() {
+        use crate::batch::{Decoded, RawMessage};
+        use crate::events::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let p = Projection::open(dir.path(), FlushPolicy::default()).unwrap();
+        commit(
+            &p,
+            vec![ticket(5, Status::Ready), ticket(10, Status::Ready)],
+            2,
+        );
+        p.persist().unwrap();
+        drop(p);
+        let p = Projection::open(dir.path(), FlushPolicy::default()).unwrap();
+        let started = |order_id: u64, seq: u64| Decoded {
+            raw: RawMessage {
+                seq,
+                subject: String::new(),
+                payload: Default::default(),
+                redrive_of: None,
+            },
+            event: Ok(Event {
+                id: format!("e{seq}"),
+                source: "s".into(),
+                kind: Kind::Started,
+                time_ms: 100,
+                project: ProjectId::parse("p").unwrap(),
+                order_id,
+                created: None,
+            }),
+        };
+        // 5 is below the newest (10): looked up in sled and moved on. 11 is above: no ticket.
+        let dead = p.fold(vec![started(5, 3), started(11, 4)]).unwrap();
+        let key = ProjectId::parse("p").unwrap();
+        assert_eq!(
+            p.ticket(&key, 5).unwrap().unwrap().status,
+            Status::Processing
+        );
+        assert_eq!(dead.len(), 1, "a start of a ticket that does not exist");
+        assert_eq!(dead[0].seq, 4);
     }
 
     #[test]
