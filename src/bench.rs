@@ -503,7 +503,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     loop {
         if let Some(r) = readyz(&http, &base).await
-            && r["applied_seq"].as_u64() == Some(events)
+            && r["view_seq"].as_u64() == Some(events)
         {
             break;
         }

@@ -104,6 +104,10 @@ pub struct IngestSettings {
     pub batch_size: usize,
     /// Largest accepted payload, bytes.
     pub max_event_bytes: usize,
+    /// When the daemon (re)connects this many events or more behind the stream, it folds the
+    /// backlog without keeping the list view in step and rebuilds the view from the records once
+    /// caught up (see [`crate::projection::Projection::suspend_view`]). 0: always keep it.
+    pub catch_up_events: u64,
 }
 
 /// Log settings.

@@ -82,6 +82,14 @@ async fn consume(
         );
     }
     ledger.set_broker_state(true, Some(state.last_sequence));
+    let behind = state.last_sequence.saturating_sub(applied);
+    if ingest.catch_up_events > 0 && behind >= ingest.catch_up_events {
+        ledger.current().suspend_view();
+        tracing::info!(
+            behind,
+            "catching up: the list view is rebuilt from the records once caught up"
+        );
+    }
     let rules = DecodeRules {
         subject_prefix: nats.subject_prefix.clone(),
         max_event_bytes: ingest.max_event_bytes,
@@ -100,7 +108,7 @@ async fn consume(
             _ = cancel.cancelled() => return Ok(()),
             batch = batches.recv() => {
                 let Some(batch) = batch else { bail!("the consumer ended") };
-                apply(ledger.clone(), batch?).await?;
+                apply(ledger.clone(), batch?, ingest.batch_size).await?;
             }
             _ = tick.tick() => {
                 let last = stream.get_info().await.context("stream info")?.state.last_sequence;
@@ -118,15 +126,29 @@ async fn consume(
     }
 }
 
-/// Folds one batch and commits it, off the async threads (sled blocks).
-async fn apply(ledger: Arc<Ledger>, batch: Vec<Decoded>) -> anyhow::Result<()> {
+/// Folds one batch and commits it, off the async threads (sled blocks). When catching up, and
+/// within a batch of the stream's end, rebuilds the list view.
+async fn apply(ledger: Arc<Ledger>, batch: Vec<Decoded>, batch_size: usize) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // The lock makes a blue/green switch-over wait for this commit, or this commit wait for
         // the switch-over; either way the batch lands in the projection that is live after it.
         let _commit = ledger.commit_lock();
         let through = batch.last().map_or(0, |m| m.raw.seq);
-        let dead = ledger.current().fold(batch)?;
+        let live = ledger.current();
+        let dead = live.fold(batch)?;
         log_dead_letters(&dead, through);
+        if !live.view_kept()
+            && through.saturating_add(batch_size as u64) >= ledger.stream_last_seq()
+        {
+            let started = std::time::Instant::now();
+            live.resume_view()?;
+            tracing::info!(
+                applied_seq = through,
+                tickets = live.ticket_count(),
+                took = ?started.elapsed(),
+                "caught up: the list view is rebuilt and kept in step again"
+            );
+        }
         Ok(())
     })
     .await

@@ -112,6 +112,8 @@ pub struct Projection {
     /// Whether commits update `index`: not while a rebuild catches up, since the view it shares
     /// is the live one.
     maintains_view: AtomicBool,
+    /// The position the view reflects while it is not kept (see [`Projection::suspend_view`]).
+    view_frozen_at: AtomicU64,
     /// Set when a fold failed halfway (see [`Projection::fold`]).
     poisoned: AtomicBool,
     applied_seq: AtomicU64,
@@ -147,15 +149,9 @@ impl Projection {
     /// Opens the store, rebuilds the query view from its records, and starts the writer thread.
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open_with_cache(dir, policy.cache_mb)?;
-        let mut index = Index::default();
-        let mut pending = Pending::default();
-        for t in store.tickets() {
-            let t = t?;
-            pending.saw(&t.project, t.order_id);
-            index.upsert(&t);
-        }
+        let (index, newest) = load_view(&store)?;
         let projection = Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)?;
-        *projection.pending() = pending;
+        projection.pending().newest = newest;
         Ok(projection)
     }
 
@@ -218,6 +214,7 @@ impl Projection {
             store,
             index,
             maintains_view: AtomicBool::new(maintains_view),
+            view_frozen_at: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             applied_seq: AtomicU64::new(applied),
             pending: Mutex::new(Pending::default()),
@@ -226,6 +223,46 @@ impl Projection {
             writer_thread: Mutex::new(Some(writer_thread)),
             policy,
         })
+    }
+
+    /// Stops keeping the query view in step, for folding a long backlog: a row is then built
+    /// once per ticket, from sled, by [`Projection::resume_view`], rather than once per batch
+    /// that touches the ticket (the view's upkeep is the largest part of a fold). Until then
+    /// queries see the view as it was, and [`Projection::view_seq`] says how far that is.
+    pub fn suspend_view(&self) {
+        let _commits = self.pending();
+        if self.maintains_view.swap(false, Ordering::AcqRel) {
+            self.view_frozen_at
+                .store(self.applied_seq(), Ordering::Release);
+        }
+    }
+
+    /// Writes everything, builds the view afresh from the records and keeps it in step again.
+    /// The old view answers queries until the new one replaces it. Callers serialise commits
+    /// (the ledger's commit lock).
+    pub fn resume_view(&self) -> Result<(), StoreError> {
+        if self.view_kept() {
+            return Ok(());
+        }
+        self.persist()?;
+        let (index, _) = load_view(&self.store)?;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+        self.maintains_view.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether commits keep the query view in step.
+    pub fn view_kept(&self) -> bool {
+        self.maintains_view.load(Ordering::Acquire)
+    }
+
+    /// The stream position the query view reflects.
+    pub fn view_seq(&self) -> u64 {
+        if self.view_kept() {
+            self.applied_seq()
+        } else {
+            self.view_frozen_at.load(Ordering::Acquire)
+        }
     }
 
     /// The durable store. What it holds may lag the view by up to one [`FlushPolicy`] (and one
@@ -473,6 +510,18 @@ impl Projection {
     }
 }
 
+/// The query view of every ticket in `store`, and per project the largest `order_id`.
+fn load_view(store: &Store) -> Result<(Index, FxHashMap<ProjectId, u64>), StoreError> {
+    let mut index = Index::default();
+    let mut newest = Pending::default();
+    for t in store.tickets() {
+        let t = t?;
+        newest.saw(&t.project, t.order_id);
+        index.upsert(&t);
+    }
+    Ok((index, newest.newest))
+}
+
 /// Patches the shared view from `live`'s records to `next`'s: a merge of both stores in key
 /// order; a ticket that differs is upserted, one that is gone is removed. Returns how many.
 fn patch_view(live: &Projection, next: &Projection) -> Result<usize, StoreError> {
@@ -655,8 +704,14 @@ impl Ledger {
         // A generation from begin_rebuild shares the live view and has not kept it yet; any other
         // keeps its own view through its commits.
         if Arc::ptr_eq(&live.index, &next.index) && !next.maintains_view.load(Ordering::Acquire) {
-            let patched = patch_view(&live, &next)?;
-            tracing::info!(patched, "rebuilt records compared with the live ones");
+            if live.view_kept() {
+                let patched = patch_view(&live, &next)?;
+                tracing::info!(patched, "rebuilt records compared with the live ones");
+            } else {
+                // The live view is behind its own records (catching up): nothing to patch from.
+                let (index, _) = load_view(&next.store)?;
+                *live.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+            }
             next.maintains_view.store(true, Ordering::Release);
         }
         write_current(&self.root, generation)?;
@@ -827,6 +882,39 @@ mod tests {
         );
         assert_eq!(dead.len(), 1, "a start of a ticket that does not exist");
         assert_eq!(dead[0].seq, 4);
+    }
+
+    /// While the view is suspended, commits reach the records but not the view, whose position
+    /// stays where it was; resuming rebuilds it from the records.
+    #[test]
+    fn a_suspended_view_stays_put_and_resuming_rebuilds_it_from_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Projection::open(dir.path(), FlushPolicy::default()).unwrap();
+        let key = ProjectId::parse("p").unwrap();
+        commit(&p, vec![ticket(1, Status::Ready)], 1);
+        p.suspend_view();
+        commit(
+            &p,
+            vec![ticket(1, Status::Processing), ticket(2, Status::Ready)],
+            3,
+        );
+        assert!(!p.view_kept());
+        assert_eq!((p.applied_seq(), p.view_seq()), (3, 1));
+        let page = p.query(&key, &Query::all());
+        assert_eq!(page.total, 1);
+        assert_eq!(page.data[0].status, Status::Ready);
+        // The records are current all along.
+        assert_eq!(
+            p.ticket(&key, 1).unwrap().unwrap().status,
+            Status::Processing
+        );
+        p.resume_view().unwrap();
+        assert_eq!((p.view_kept(), p.view_seq()), (true, 3));
+        let page = p.query(&key, &Query::all());
+        assert_eq!(page.total, 2);
+        assert_eq!(page.data[1].status, Status::Processing);
+        commit(&p, vec![ticket(3, Status::Ready)], 4);
+        assert_eq!(p.query(&key, &Query::all()).total, 3);
     }
 
     #[test]

@@ -177,7 +177,9 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Readiness: the store is open, the broker connected (the client's connection is up and the
-/// ingest loop has its consumer) and the projection caught up.
+/// ingest loop has its consumer), the projection caught up and its list view in step
+/// (`view_seq`: the position the list answers from, behind `applied_seq` while a backlog is
+/// folded).
 async fn readyz(State(state): State<AppState>) -> Response {
     let l = &state.ledger;
     let p = l.current();
@@ -185,13 +187,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let last = l.stream_last_seq();
     let lag = last.saturating_sub(applied);
     let connected = l.broker_connected() && state.admin.broker_connected();
-    let ready = connected && lag <= state.ready_max_lag;
+    let ready = connected && lag <= state.ready_max_lag && p.view_kept();
     let body = json!({
         "ready": ready,
         "store": "open",
         "nats_connected": connected,
         "applied_seq": applied,
         "durable_seq": p.durable_seq(),
+        "view_seq": p.view_seq(),
         "stream_last_seq": last,
         "lag": lag,
         "tickets": p.ticket_count(),

@@ -224,7 +224,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(nats_url: &str, store: &Path) -> Self {
-        let settings = settings(nats_url, store);
+        Self::spawn_with(settings(nats_url, store)).await
+    }
+
+    /// The daemon with these settings.
+    pub async fn spawn_with(settings: Settings) -> Self {
         let app = App::build(settings.clone()).await.expect("build");
         let port = app.port();
         let ledger = app.ledger();
@@ -253,10 +257,10 @@ impl TestApp {
         }
     }
 
-    /// Waits until every event through `seq` is applied.
+    /// Waits until every event through `seq` is applied and the list view shows it.
     pub async fn wait_applied(&self, seq: u64) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.projection().applied_seq() < seq {
+        while self.projection().view_seq() < seq {
             assert!(
                 Instant::now() < deadline,
                 "applied {} of {seq}",

@@ -343,3 +343,54 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
         "the client never dropped a delivery: the test did not exercise a gap"
     );
 }
+
+/// Started further behind the stream than `ingest.catch_up_events`, the daemon folds the backlog
+/// without keeping the list view in step and rebuilds the view from the records once caught up.
+/// Then the list answers every ticket with its status and totals, /readyz reports the view at the
+/// stream's end, and events after the catch-up keep the view in step as usual.
+#[tokio::test]
+async fn a_daemon_started_far_behind_catches_up_and_then_lists_everything() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let t0 = 1_700_000_000_000i64;
+    let mut events = Vec::new();
+    for i in 1..=200u64 {
+        let t = t0 + i as i64 * 1_000;
+        events.push(created(
+            "proj-a",
+            i,
+            t,
+            &format!("job {i}"),
+            "c",
+            &format!("u{i}"),
+            "r",
+        ));
+        events.push(ev("proj-a", i, Kind::Started, t + 10));
+        if i % 2 == 0 {
+            events.push(ev("proj-a", i, Kind::Finished, t + 20));
+        }
+    }
+    let last = publish(&js, &events).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut settings = settings(&nats.url(), store.path());
+    settings.ingest.catch_up_events = 100;
+    settings.ingest.batch_size = 50;
+    let app = TestApp::spawn_with(settings).await;
+    app.wait_applied(last).await;
+    assert!(app.projection().view_kept());
+    let all = app.list("?limit=3").await;
+    assert_eq!(all["data"]["total"], 200);
+    assert_eq!(all["data"]["data"][0]["order_id"], 200);
+    let finished = app.list("?limit=3&status=FINISHED").await;
+    assert_eq!(finished["data"]["total"], 100);
+    assert_eq!(finished["data"]["data"][0]["execute_costs"], 20);
+    let (status, body) = app.get("/readyz", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["view_seq"], last);
+    // Kept in step again: one more event shows at once.
+    let more = publish(&js, &[ev("proj-a", 1, Kind::Finished, t0 + 5_000)]).await;
+    app.wait_applied(more).await;
+    let finished = app.list("?limit=3&status=FINISHED").await;
+    assert_eq!(finished["data"]["total"], 101);
+}
