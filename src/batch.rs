@@ -39,7 +39,7 @@ impl RawMessage {
             .and_then(|v| v.as_str().parse().ok());
         RawMessage {
             seq,
-            subject: m.subject.to_string(),
+            subject: m.subject.as_str().to_owned(),
             payload: m.payload,
             redrive_of,
         }
@@ -150,9 +150,7 @@ pub fn fold_decoded<E>(
                 v.insert(found)
             }
         };
-        let step = fold::apply_owned(slot.take(), event, m.seq);
-        *slot = step.ticket;
-        if let Some(r) = step.rejection {
+        if let Some(r) = fold::apply_in_place(slot, event, m.seq) {
             dead_letters.push(dead_letter(m, r.code(), r.to_string()));
         }
     }

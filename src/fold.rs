@@ -283,25 +283,36 @@ pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
 }
 
 /// [`apply`], taking the event too, so that its strings move into the ticket and its history
-/// instead of being copied (what ingest does).
-pub fn apply_owned(ticket: Option<Ticket>, mut event: Event, seq: u64) -> Step {
+/// instead of being copied.
+pub fn apply_owned(mut ticket: Option<Ticket>, event: Event, seq: u64) -> Step {
+    let rejection = apply_in_place(&mut ticket, event, seq);
+    Step { ticket, rejection }
+}
+
+/// [`apply_owned`] on a ticket that stays where it is (what ingest does): the ticket is changed
+/// in place, never moved, and the rejection, if any, is returned.
+pub fn apply_in_place(
+    ticket: &mut Option<Ticket>,
+    mut event: Event,
+    seq: u64,
+) -> Option<FoldRejection> {
     let result = decide(ticket.as_ref(), &event);
     let (kind, time_ms) = (event.kind, event.time_ms);
     let id = std::mem::take(&mut event.id);
     let source = std::mem::take(&mut event.source);
-    let (ticket, outcome, rejection) = match result {
-        Ok(Change::Create) => (Some(created(event)), Outcome::Applied, None),
-        Ok(Change::Move { to, finished_at }) => (
-            ticket.map(|mut t| {
+    let (outcome, rejection) = match result {
+        Ok(Change::Create) => {
+            *ticket = Some(created(event));
+            (Outcome::Applied, None)
+        }
+        Ok(Change::Move { to, finished_at }) => {
+            if let Some(t) = ticket.as_mut() {
                 t.apply_move(to, finished_at);
-                t
-            }),
-            Outcome::Applied,
-            None,
-        ),
-        Ok(Change::Duplicate) => (ticket, Outcome::Duplicate, None),
+            }
+            (Outcome::Applied, None)
+        }
+        Ok(Change::Duplicate) => (Outcome::Duplicate, None),
         Err(r) => (
-            ticket,
             Outcome::Rejected {
                 code: r.code().to_owned(),
                 reason: r.to_string(),
@@ -309,20 +320,17 @@ pub fn apply_owned(ticket: Option<Ticket>, mut event: Event, seq: u64) -> Step {
             Some(r),
         ),
     };
-    Step {
-        ticket: ticket.map(|mut t| {
-            t.history.push(HistoryEntry {
-                seq,
-                id,
-                kind,
-                time_ms,
-                source,
-                outcome,
-            });
-            t
-        }),
-        rejection,
+    if let Some(t) = ticket.as_mut() {
+        t.history.push(HistoryEntry {
+            seq,
+            id,
+            kind,
+            time_ms,
+            source,
+            outcome,
+        });
     }
+    rejection
 }
 
 #[cfg(test)]
