@@ -5,6 +5,7 @@
 //! by construction, so the code behind the edge never checks again.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,7 @@ pub enum DomainError {
 /// readable names, and strict enough that the id is always one safe NATS subject token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ProjectId(String);
+pub struct ProjectId(Arc<str>);
 
 impl ProjectId {
     /// Parses a project id.
@@ -57,7 +58,8 @@ impl ProjectId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
-            Ok(Self(raw.to_owned()))
+            // Shared, not copied, by every key that names it (the fold's maps, the buffer).
+            Ok(Self(Arc::from(raw)))
         } else {
             Err(DomainError::ProjectId)
         }
@@ -78,7 +80,7 @@ impl TryFrom<String> for ProjectId {
 
 impl From<ProjectId> for String {
     fn from(value: ProjectId) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 
