@@ -121,17 +121,13 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        loop {
-            match *self.bytes.get(self.at)? {
-                b'"' => break,
-                b'\\' => return None,
-                b if b < 0x20 => return None,
-                _ => self.at += 1,
-            }
+        let rest = &self.bytes[start..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[end] == b'\\' || rest[..end].iter().any(|&b| b < 0x20) {
+            return None;
         }
-        let s = &self.text[start..self.at];
-        self.at += 1;
-        Some(s)
+        self.at = start + end + 1;
+        Some(&self.text[start..start + end])
     }
 
     /// A non-negative integer that fits a u64, without a fraction or exponent.
