@@ -12,9 +12,9 @@
 //! 4. Times list queries through HTTP (p50, p99, max over sequential requests; throughput at 8
 //!    concurrent connections), each with its total.
 //! 5. Reads the daemon's peak RSS and the store's bytes on disk per ticket.
-//! 6. Writes the table to a Markdown file.
-//!
-//! Not yet measured: the PostgreSQL baseline (see BENCHMARKS.md).
+//! 6. When PostgreSQL answers, loads the same tickets there and asks the same queries (page and
+//!    `count(*)`), for the ledger/PostgreSQL ratios.
+//! 7. Writes the table to a Markdown file.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -676,6 +676,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         raw_rate,
         ingest_rate,
         replay_rate,
+        [raw_cpu, ingest_cpu, replay_cpu],
         &rows,
         (first_p50, deep_p50),
         &baseline,
@@ -695,6 +696,7 @@ fn write_report(
     raw_rate: f64,
     ingest_rate: f64,
     replay_rate: f64,
+    cpu: [(f64, f64); 3],
     rows: &[(String, String, Latency)],
     (first_p50, deep_p50): (f64, f64),
     baseline: &[Option<Latency>],
@@ -761,6 +763,21 @@ fn write_report(
         "| replay (blue/green rebuild) | {replay_rate:.0} | {:.2} | ≥ 0.50 |",
         replay_rate / raw_rate
     );
+    let _ = writeln!(
+        md,
+        "\nCPU time per event (user + system, from /proc), the machine's 2 cores shared by both:\n\n\
+         | phase | nats-server µs/event | reader µs/event |\n|---|---:|---:|"
+    );
+    for (phase, (server, reader)) in [
+        "raw ordered read (reader: the benchmark's own client)",
+        "ingest (reader: the daemon)",
+        "replay (reader: the daemon)",
+    ]
+    .iter()
+    .zip(cpu)
+    {
+        let _ = writeln!(md, "| {phase} | {server:.2} | {reader:.2} |");
+    }
     let _ = writeln!(
         md,
         "\n## List queries through HTTP, project-0 (≈ {} tickets), each with its total\n",
