@@ -514,7 +514,7 @@ impl Projection {
 fn load_view(store: &Store) -> Result<(Index, FxHashMap<ProjectId, u64>), StoreError> {
     let mut index = Index::default();
     let mut newest = Pending::default();
-    for t in store.tickets() {
+    for t in store.ticket_heads() {
         let t = t?;
         newest.saw(&t.project, t.order_id);
         index.upsert(&t);

@@ -61,6 +61,16 @@ pub fn encode(t: &Ticket) -> Vec<u8> {
 
 /// Decodes a ticket.
 pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
+    decode_with(bytes, true)
+}
+
+/// A ticket without its history (left empty): what the query view is built from at start-up,
+/// without allocating an audit trail it never shows.
+pub fn decode_head(bytes: &[u8]) -> Result<Ticket, RecordError> {
+    decode_with(bytes, false)
+}
+
+fn decode_with(bytes: &[u8], with_history: bool) -> Result<Ticket, RecordError> {
     let mut r = Reader(bytes);
     if r.byte()? != VERSION {
         return Err(RecordError("unknown record version"));
@@ -78,7 +88,7 @@ pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
     let status = *Status::ALL
         .get(r.byte()? as usize)
         .ok_or(RecordError("unknown status"))?;
-    let n = r.u64()? as usize;
+    let n = if with_history { r.u64()? as usize } else { 0 };
     let mut history = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
         let seq = r.u64()?;
@@ -106,7 +116,7 @@ pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
             outcome,
         });
     }
-    if !r.0.is_empty() {
+    if with_history && !r.0.is_empty() {
         return Err(RecordError("trailing bytes"));
     }
     Ok(Ticket {
@@ -272,6 +282,20 @@ mod tests {
             open.status = s;
             assert_eq!(decode(&encode(&open)).unwrap(), open);
         }
+    }
+
+    #[test]
+    fn the_head_is_the_ticket_without_its_history() {
+        let t = ticket();
+        assert!(!t.history.is_empty());
+        let head = decode_head(&encode(&t)).unwrap();
+        assert_eq!(
+            head,
+            Ticket {
+                history: Vec::new(),
+                ..t
+            }
+        );
     }
 
     #[test]

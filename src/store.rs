@@ -283,6 +283,25 @@ impl Store {
         })
     }
 
+    /// Every ticket without its history ([`crate::record::decode_head`]), in key order, read
+    /// straight from the chunks: what the query view is built from.
+    pub fn ticket_heads(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
+        self.db.scan_prefix([TICKET]).flat_map(|kv| {
+            let tickets = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                chunk_entries(&k, &v)?
+                    .into_iter()
+                    .map(|(_, record)| {
+                        crate::record::decode_head(record).map_err(|e| corrupt(&k, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match tickets {
+                Ok(t) => t.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        })
+    }
+
     /// Every dead letter, in stream order.
     pub fn dead_letters(&self) -> impl Iterator<Item = Result<DeadLetter, StoreError>> + '_ {
         self.db.scan_prefix([DEAD]).map(|kv| {
