@@ -450,18 +450,25 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("published {events} events in {publish_secs:.1}s");
-    let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
-    let raw_secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
-    let raw_rate = events as f64 / raw_secs;
     let per_event = |secs: f64| secs * 1e6 / events as f64;
-    let raw_cpu = (
-        per_event(cpu_secs(nats_pid) - cpu0.0),
-        per_event(cpu_secs(0) - cpu0.1),
-    );
-    eprintln!(
-        "raw ordered read: {raw_rate:.0} events/s; CPU µs/event: nats-server {:.2}, reader {:.2}",
-        raw_cpu.0, raw_cpu.1
-    );
+    // The limit: a raw read of the whole stream, taken again just before the replay, so that each
+    // phase is compared with the broker and the machine as they are at the time (both drift over
+    // a run of minutes on a shared 2-core machine; both readings are reported).
+    let raw_limit = || async {
+        let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
+        let raw_secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
+        let raw_rate = events as f64 / raw_secs;
+        let raw_cpu = (
+            per_event(cpu_secs(nats_pid) - cpu0.0),
+            per_event(cpu_secs(0) - cpu0.1),
+        );
+        eprintln!(
+            "raw ordered read: {raw_rate:.0} events/s; CPU µs/event: nats-server {:.2}, reader {:.2}",
+            raw_cpu.0, raw_cpu.1
+        );
+        anyhow::Ok((raw_rate, raw_cpu))
+    };
+    let (raw_rate, raw_cpu) = raw_limit().await?;
 
     // The daemon, as a child process with its own store.
     let http_port = free_port()?;
@@ -527,6 +534,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         ingest_cpu.1
     );
 
+    let (raw_rate_2, raw_cpu_2) = raw_limit().await?;
     let admin = crate::audit::AdminClient::new(&base, BENCH_TOKEN);
     let started = Instant::now();
     let cpu0 = (cpu_secs(nats_pid), cpu_secs(pid));
@@ -673,10 +681,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         &opts,
         events,
         publish_secs,
-        raw_rate,
+        [raw_rate, raw_rate_2],
         ingest_rate,
         replay_rate,
-        [raw_cpu, ingest_cpu, replay_cpu],
+        [raw_cpu, ingest_cpu, raw_cpu_2, replay_cpu],
         &rows,
         (first_p50, deep_p50),
         &baseline,
@@ -693,10 +701,10 @@ fn write_report(
     opts: &BenchOptions,
     events: u64,
     publish_secs: f64,
-    raw_rate: f64,
+    [raw_rate, raw_rate_2]: [f64; 2],
     ingest_rate: f64,
     replay_rate: f64,
-    cpu: [(f64, f64); 3],
+    cpu: [(f64, f64); 4],
     rows: &[(String, String, Latency)],
     (first_p50, deep_p50): (f64, f64),
     baseline: &[Option<Latency>],
@@ -747,30 +755,54 @@ fn write_report(
         "{} tickets, {events} events (published in {publish_secs:.1} s).\n",
         opts.tickets
     );
-    let _ = writeln!(md, "| measure | events/s | ratio of the limit | target |");
-    let _ = writeln!(md, "|---|---:|---:|---|");
+    let higher = raw_rate.max(raw_rate_2);
     let _ = writeln!(
         md,
-        "| raw ordered read (the limit) | {raw_rate:.0} | 1.00 | |"
+        "| measure | events/s | ratio of the raw read just before | ratio of the higher raw read | target |"
     );
-    let _ = writeln!(
-        md,
-        "| ingest from an empty store | {ingest_rate:.0} | {:.2} | ≥ 0.50 |",
-        ingest_rate / raw_rate
-    );
-    let _ = writeln!(
-        md,
-        "| replay (blue/green rebuild) | {replay_rate:.0} | {:.2} | ≥ 0.50 |",
-        replay_rate / raw_rate
-    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---|");
+    for (what, rate, limit, target) in [
+        (
+            "raw ordered read, before the ingest",
+            raw_rate,
+            raw_rate,
+            "",
+        ),
+        (
+            "ingest from an empty store",
+            ingest_rate,
+            raw_rate,
+            "≥ 0.50",
+        ),
+        (
+            "raw ordered read, before the replay",
+            raw_rate_2,
+            raw_rate_2,
+            "",
+        ),
+        (
+            "replay (blue/green rebuild)",
+            replay_rate,
+            raw_rate_2,
+            "≥ 0.50",
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {what} | {rate:.0} | {:.2} | {:.2} | {target} |",
+            rate / limit,
+            rate / higher
+        );
+    }
     let _ = writeln!(
         md,
         "\nCPU time per event (user + system, from /proc), the machine's 2 cores shared by both:\n\n\
          | phase | nats-server µs/event | reader µs/event |\n|---|---:|---:|"
     );
     for (phase, (server, reader)) in [
-        "raw ordered read (reader: the benchmark's own client)",
+        "raw ordered read before the ingest (reader: the benchmark's own client)",
         "ingest (reader: the daemon)",
+        "raw ordered read before the replay (reader: the benchmark's own client)",
         "replay (reader: the daemon)",
     ]
     .iter()
