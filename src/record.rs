@@ -27,36 +27,41 @@ pub struct RecordError(&'static str);
 /// Encodes a ticket.
 pub fn encode(t: &Ticket) -> Vec<u8> {
     let mut w = Vec::with_capacity(128 + 48 * t.history.len());
+    encode_into(t, &mut w);
+    w
+}
+
+/// [`encode`], appending to `w` (the writer encodes a chunk's records back to back).
+pub fn encode_into(t: &Ticket, w: &mut Vec<u8>) {
     w.push(VERSION);
-    put_str(&mut w, t.project.as_str());
-    put_u64(&mut w, t.order_id);
-    put_str(&mut w, &t.order_name);
-    put_str(&mut w, &t.execute_uuid);
-    put_str(&mut w, &t.creator);
-    put_str(&mut w, &t.region_ids);
-    put_str(&mut w, &t.job_type);
-    put_i64(&mut w, t.gmt_created);
-    put_opt(&mut w, t.gmt_finished);
-    put_opt(&mut w, t.execute_costs);
+    put_str(w, t.project.as_str());
+    put_u64(w, t.order_id);
+    put_str(w, &t.order_name);
+    put_str(w, &t.execute_uuid);
+    put_str(w, &t.creator);
+    put_str(w, &t.region_ids);
+    put_str(w, &t.job_type);
+    put_i64(w, t.gmt_created);
+    put_opt(w, t.gmt_finished);
+    put_opt(w, t.execute_costs);
     w.push(status_byte(t.status));
-    put_u64(&mut w, t.history.len() as u64);
+    put_u64(w, t.history.len() as u64);
     for h in &t.history {
-        put_u64(&mut w, h.seq);
-        put_str(&mut w, &h.id);
+        put_u64(w, h.seq);
+        put_str(w, &h.id);
         w.push(kind_byte(h.kind));
-        put_i64(&mut w, h.time_ms);
-        put_str(&mut w, &h.source);
+        put_i64(w, h.time_ms);
+        put_str(w, &h.source);
         match &h.outcome {
             Outcome::Applied => w.push(0),
             Outcome::Duplicate => w.push(1),
             Outcome::Rejected { code, reason } => {
                 w.push(2);
-                put_str(&mut w, code);
-                put_str(&mut w, reason);
+                put_str(w, code);
+                put_str(w, reason);
             }
         }
     }
-    w
 }
 
 /// Decodes a ticket.

@@ -60,16 +60,6 @@ fn chunk_entries<'a>(key: &[u8], mut v: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>
     Ok(out)
 }
 
-fn encode_chunk<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (order, record) in entries {
-        out.extend_from_slice(&order.to_be_bytes());
-        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-        out.extend_from_slice(record);
-    }
-    out
-}
-
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -328,25 +318,59 @@ impl Store {
         applied_seq: u64,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut chunks: std::collections::BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>> =
-            std::collections::BTreeMap::new();
-        for t in tickets {
-            chunks
-                .entry(chunk_key(&t.project, t.order_id))
-                .or_default()
-                .push((t.order_id, encode_ticket(t)));
-        }
-        for (key, new) in chunks {
-            // Read-modify-write: safe, because one writer writes a store at a time.
-            let old = self.db.get(&key)?;
-            let mut merged: std::collections::BTreeMap<u64, &[u8]> = match &old {
-                Some(v) => chunk_entries(&key, v)?.into_iter().collect(),
-                None => Default::default(),
-            };
-            for (order, record) in &new {
-                merged.insert(*order, record);
+        // In key order, so that each chunk's tickets come together and ascending.
+        let mut tickets: Vec<&Ticket> = tickets.into_iter().collect();
+        tickets.sort_unstable_by(|a, b| (&a.project, a.order_id).cmp(&(&b.project, b.order_id)));
+        let mut records = Vec::new();
+        let mut new: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        for chunk in tickets.chunk_by(|a, b| {
+            a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
+        }) {
+            records.clear();
+            new.clear();
+            for t in chunk {
+                let start = records.len();
+                crate::record::encode_into(t, &mut records);
+                new.push((t.order_id, start..records.len()));
             }
-            batch.insert(key, encode_chunk(merged));
+            let key = chunk_key(&chunk[0].project, chunk[0].order_id);
+            // Read-modify-write: safe, because one writer writes a store at a time. Both lists
+            // ascend; a new record replaces the old one of its ticket.
+            let old = self.db.get(&key)?;
+            let old = match &old {
+                Some(v) => chunk_entries(&key, v)?,
+                None => Vec::new(),
+            };
+            let mut out = Vec::with_capacity(
+                old.iter().map(|(_, r)| 12 + r.len()).sum::<usize>()
+                    + records.len()
+                    + 12 * new.len(),
+            );
+            let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+            loop {
+                let take_new = match (o.peek(), n.peek()) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((old_order, _)), Some((new_order, _))) => {
+                        if old_order == new_order {
+                            o.next();
+                        }
+                        new_order <= old_order
+                    }
+                };
+                let (order, record) = if take_new {
+                    let (order, range) = n.next().expect("peeked");
+                    (*order, &records[range.clone()])
+                } else {
+                    let (order, record) = o.next().expect("peeked");
+                    (*order, *record)
+                };
+                out.extend_from_slice(&order.to_be_bytes());
+                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                out.extend_from_slice(record);
+            }
+            batch.insert(key, out);
         }
         for d in dead_letters {
             batch.insert(dead_key(d.seq), encode_dead_letter(d));
@@ -399,6 +423,31 @@ mod tests {
             status: Status::Ready,
             history: vec![],
         }
+    }
+
+    #[test]
+    fn records_written_apart_merge_into_their_chunks_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let evens: Vec<Ticket> = (1..=100).map(|o| ticket("a", o * 2)).collect();
+        store.write(&evens, [], 1).unwrap();
+        // Odd ones between them, one even rewritten, and another project, in no order.
+        let mut later: Vec<Ticket> = (0..100).rev().map(|o| ticket("a", o * 2 + 1)).collect();
+        let mut changed = ticket("a", 64);
+        changed.status = Status::Finished;
+        later.push(changed.clone());
+        later.push(ticket("b", 3));
+        store.write(&later, [], 2).unwrap();
+        let got: Vec<(String, u64)> = store
+            .tickets()
+            .map(|t| t.map(|t| (t.project.to_string(), t.order_id)).unwrap())
+            .collect();
+        let mut want: Vec<(String, u64)> = (1..=200).map(|o| ("a".to_owned(), o)).collect();
+        want.push(("b".to_owned(), 3));
+        assert_eq!(got, want);
+        let a = ProjectId::parse("a").unwrap();
+        assert_eq!(store.ticket(&a, 64).unwrap(), Some(changed));
+        assert_eq!(store.ticket(&a, 63).unwrap(), Some(ticket("a", 63)));
     }
 
     #[test]
