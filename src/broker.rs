@@ -182,9 +182,10 @@ pub async fn ensure_stream(
     }
 }
 
-/// The messages of `stream` from sequence `from` on, through an ordered push consumer: no acks,
-/// no state on the broker, recreated by the client on a gap. Ingest, rebuild, `verify` and the
-/// benchmark's raw read all read the stream this one way.
+/// The messages of `stream` from sequence `from` on, through the client library's ordered push
+/// consumer: no acks, no state on the broker, recreated by the client on a gap. `verify` and the
+/// benchmark's raw read (the limit) read the stream this way; ingest and rebuild read the same
+/// kind of consumer through [`read_batches`].
 pub async fn ordered_messages(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
