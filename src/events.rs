@@ -234,7 +234,7 @@ pub fn decode(
         });
     }
     match scan::fields(payload) {
-        Some(fields) => validate(subject, subject_prefix, fields_parts(fields)),
+        Some(f) => validate(subject, subject_prefix, (f.attrs, Ok(f.data))),
         None => decode_with_serde(subject, payload, subject_prefix),
     }
 }
@@ -257,7 +257,7 @@ fn decode_with_serde(
             (env, typed_data(data))
         }
     };
-    let attrs = Attrs {
+    let attrs = scan::Attrs {
         specversion: &env.specversion,
         id: &env.id,
         source: &env.source,
@@ -279,32 +279,12 @@ fn decode_with_serde(
     validate(subject, subject_prefix, (attrs, data))
 }
 
-/// The CloudEvents attributes, borrowed.
-struct Attrs<'a> {
-    specversion: &'a str,
-    id: &'a str,
-    source: &'a str,
-    ty: &'a str,
-    time: &'a str,
-}
-
-fn fields_parts(f: scan::Fields<'_>) -> (Attrs<'_>, Result<scan::Data<'_>, DecodeError>) {
-    let attrs = Attrs {
-        specversion: f.specversion,
-        id: f.id,
-        source: f.source,
-        ty: f.ty,
-        time: f.time,
-    };
-    (attrs, Ok(f.data))
-}
-
 /// The checks every payload goes through, whichever path read it, in the order their reasons
 /// are reported.
 fn validate(
     subject: &str,
     subject_prefix: &str,
-    (env, data): (Attrs<'_>, Result<scan::Data<'_>, DecodeError>),
+    (env, data): (scan::Attrs<'_>, Result<scan::Data<'_>, DecodeError>),
 ) -> Result<Event, DecodeError> {
     if env.specversion != SPEC_VERSION {
         return Err(DecodeError::SpecVersion(env.specversion.to_owned()));

@@ -7,18 +7,24 @@
 //! takes the serde path, which reads every valid JSON and names the precise reason for a
 //! rejection. Where the scanner answers, both paths agree (a test checks it on mutated payloads).
 
-/// The fields of an event, borrowed from its payload or from the serde path's owned copy.
+/// The fields of an event, borrowed from its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Fields<'a> {
+    pub attrs: Attrs<'a>,
+    pub data: Data<'a>,
+}
+
+/// The CloudEvents attributes, borrowed from the payload or from the serde path's owned copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Attrs<'a> {
     pub specversion: &'a str,
     pub id: &'a str,
     pub source: &'a str,
     pub ty: &'a str,
     pub time: &'a str,
-    pub data: Data<'a>,
 }
 
-/// The fields of `data`.
+/// The fields of `data`, borrowed like [`Attrs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Data<'a> {
     pub project_id: &'a str,
@@ -57,11 +63,13 @@ pub(super) fn fields(payload: &[u8]) -> Option<Fields<'_>> {
         return None;
     }
     Some(Fields {
-        specversion: specversion?,
-        id: id?,
-        source: source?,
-        ty: ty?,
-        time: time?,
+        attrs: Attrs {
+            specversion: specversion?,
+            id: id?,
+            source: source?,
+            ty: ty?,
+            time: time?,
+        },
         data: data?,
     })
 }
