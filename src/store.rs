@@ -258,37 +258,37 @@ impl Store {
     /// Every ticket's key (`t` project `\0` order_id) and record bytes, in key order: what
     /// replay checks compare.
     pub fn raw_tickets(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.db.scan_prefix([TICKET]).flat_map(|kv| {
-            let records = kv.map_err(StoreError::from).and_then(|(k, v)| {
-                let (project, _) = ticket_key_parts(&k).ok_or_else(|| corrupt(&k, "chunk key"))?;
-                Ok(chunk_entries(&k, &v)?
-                    .into_iter()
-                    .map(|(order, record)| Ok((ticket_key(&project, order), record.to_vec())))
-                    .collect::<Vec<_>>())
-            });
-            match records {
-                Ok(r) => r,
-                Err(e) => vec![Err(e)],
-            }
+        self.per_chunk(|key, entries| {
+            let (project, _) = ticket_key_parts(key).ok_or_else(|| corrupt(key, "chunk key"))?;
+            Ok(entries
+                .into_iter()
+                .map(|(order, record)| Ok((ticket_key(&project, order), record.to_vec())))
+                .collect())
         })
     }
 
     /// Every ticket without its history ([`crate::record::decode_head`]), in key order, read
     /// straight from the chunks: what the query view is built from.
     pub fn ticket_heads(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
-        self.db.scan_prefix([TICKET]).flat_map(|kv| {
-            let tickets = kv.map_err(StoreError::from).and_then(|(k, v)| {
-                chunk_entries(&k, &v)?
-                    .into_iter()
-                    .map(|(_, record)| {
-                        crate::record::decode_head(record).map_err(|e| corrupt(&k, e))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            });
-            match tickets {
-                Ok(t) => t.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            }
+        self.per_chunk(|key, entries| {
+            Ok(entries
+                .into_iter()
+                .map(|(_, record)| crate::record::decode_head(record).map_err(|e| corrupt(key, e)))
+                .collect())
+        })
+    }
+
+    /// What `each` makes of every chunk's key and entries, flattened, in key order; a chunk that
+    /// cannot be read (or that `each` refuses) is one error in its place.
+    fn per_chunk<'s, T: 's>(
+        &'s self,
+        each: impl Fn(&[u8], Vec<(u64, &[u8])>) -> Result<Vec<Result<T, StoreError>>, StoreError> + 's,
+    ) -> impl Iterator<Item = Result<T, StoreError>> + 's {
+        self.db.scan_prefix([TICKET]).flat_map(move |kv| {
+            let items = kv
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| each(&k, chunk_entries(&k, &v)?));
+            items.unwrap_or_else(|e| vec![Err(e)])
         })
     }
 
