@@ -53,24 +53,28 @@ struct Pending {
     events: u64,
     /// When the oldest commit not yet handed off was made.
     since: Option<Instant>,
-    /// Per project, the largest `order_id` of any ticket this projection holds (in the buffer,
-    /// the write in flight or sled). A ticket above it cannot exist yet, so its look-up skips
-    /// sled: that is every `created` event of a new ticket, since executors hand out `order_id`s
-    /// in increasing order. Kept across hand-offs.
-    newest: FxHashMap<ProjectId, u64>,
+    /// Kept across hand-offs.
+    newest: Newest,
 }
 
-impl Pending {
+/// Per project, the largest `order_id` of any ticket a projection holds (in the buffer, the
+/// write in flight or sled). A ticket above it cannot exist yet, so its look-up skips sled: that
+/// is every `created` event of a new ticket, since executors hand out `order_id`s in increasing
+/// order.
+#[derive(Default)]
+struct Newest(FxHashMap<ProjectId, u64>);
+
+impl Newest {
     /// Whether no ticket `key` can exist: its `order_id` is above every one held.
     fn is_unseen(&self, (project, order_id): &TicketKey) -> bool {
-        self.newest.get(project).is_none_or(|&n| *order_id > n)
+        self.0.get(project).is_none_or(|&n| *order_id > n)
     }
 
     fn saw(&mut self, project: &ProjectId, order_id: u64) {
-        match self.newest.get_mut(project) {
+        match self.0.get_mut(project) {
             Some(n) => *n = (*n).max(order_id),
             None => {
-                self.newest.insert(project.clone(), order_id);
+                self.0.insert(project.clone(), order_id);
             }
         }
     }
@@ -245,9 +249,16 @@ impl Projection {
             return Ok(());
         }
         self.persist()?;
-        let (index, _) = load_view(&self.store)?;
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+        self.replace_view(&self.store)?;
         self.maintains_view.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Replaces the (shared) query view by one built from `records`' tickets. The old view
+    /// answers queries until then.
+    fn replace_view(&self, records: &Store) -> Result<(), StoreError> {
+        let (index, _) = load_view(records)?;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
         Ok(())
     }
 
@@ -319,7 +330,7 @@ impl Projection {
         let mut pending = self.pending();
         let folded = fold_decoded(batch, applied, |k| match pending.tickets.remove(k) {
             Some(t) => Ok(Some(t)),
-            None if pending.is_unseen(k) => Ok(None),
+            None if pending.newest.is_unseen(k) => Ok(None),
             None => self.cold_ticket(k),
         });
         let commit = match folded {
@@ -371,7 +382,7 @@ impl Projection {
             }
         }
         for t in commit.tickets {
-            pending.saw(&t.project, t.order_id);
+            pending.newest.saw(&t.project, t.order_id);
             pending.tickets.insert((t.project.clone(), t.order_id), t);
         }
         for d in commit.dead_letters {
@@ -511,15 +522,15 @@ impl Projection {
 }
 
 /// The query view of every ticket in `store`, and per project the largest `order_id`.
-fn load_view(store: &Store) -> Result<(Index, FxHashMap<ProjectId, u64>), StoreError> {
+fn load_view(store: &Store) -> Result<(Index, Newest), StoreError> {
     let mut index = Index::default();
-    let mut newest = Pending::default();
+    let mut newest = Newest::default();
     for t in store.ticket_heads() {
         let t = t?;
         newest.saw(&t.project, t.order_id);
         index.upsert(&t);
     }
-    Ok((index, newest.newest))
+    Ok((index, newest))
 }
 
 /// Patches the shared view from `live`'s records to `next`'s: a merge of both stores in key
@@ -709,8 +720,7 @@ impl Ledger {
                 tracing::info!(patched, "rebuilt records compared with the live ones");
             } else {
                 // The live view is behind its own records (catching up): nothing to patch from.
-                let (index, _) = load_view(&next.store)?;
-                *live.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+                live.replace_view(&next.store)?;
             }
             next.maintains_view.store(true, Ordering::Release);
         }
