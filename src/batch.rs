@@ -30,21 +30,6 @@ pub struct RawMessage {
 pub const REDRIVE_HEADER: &str = "Ledger-Redrive-Of";
 
 impl RawMessage {
-    /// A delivery of the stream at sequence `seq` (read by the caller from the reply subject).
-    pub fn from_delivery(seq: u64, m: async_nats::Message) -> Self {
-        let redrive_of = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(REDRIVE_HEADER))
-            .and_then(|v| v.as_str().parse().ok());
-        RawMessage {
-            seq,
-            subject: m.subject.as_str().to_owned(),
-            payload: m.payload,
-            redrive_of,
-        }
-    }
-
     /// Reads the sequence, subject, payload and redrive header of a JetStream message.
     pub fn from_jetstream(m: &async_nats::jetstream::Message) -> anyhow::Result<Self> {
         let seq = m

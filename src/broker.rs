@@ -14,8 +14,9 @@ use async_nats::jetstream;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::batch::{DecodeRules, Decoded, RawMessage, decode_batch};
+use crate::batch::{DecodeRules, Decoded, REDRIVE_HEADER, RawMessage, decode_batch};
 use crate::config::{Embedded, NatsSettings};
+use crate::wire;
 
 /// A connected client, and the child server if the daemon started one.
 pub struct Broker {
@@ -245,20 +246,27 @@ pub fn ack_sequences(reply: &str) -> Option<(u64, u64)> {
 /// dropped or the consumer cannot be created (its last item is the error).
 ///
 /// The consumer is the same ephemeral ordered push consumer as [`ordered_messages`] (no acks,
-/// flow control, idle heartbeats), read through a plain subscription: the stream sequence comes
-/// straight from the reply subject, once, and no per-message JetStream context is built. A gap
-/// (a consumer sequence skipped, a heartbeat that says more was sent, or silence past
-/// [`HEARTBEAT_GRACE`]) makes the task start a new consumer after the last sequence it passed
+/// flow control, idle heartbeats). Its deliveries are received on a connection of the reader's
+/// own ([`crate::wire`], when `nats.own_reader` is on and the server does not ask for TLS) or
+/// else on a plain subscription of `client`; either way the stream sequence comes straight from
+/// the reply subject, once, and no per-message JetStream context is built. A gap (a consumer
+/// sequence skipped, a heartbeat that says more was sent, or silence past [`HEARTBEAT_GRACE`])
+/// or a lost connection makes the task start a new consumer after the last sequence it passed
 /// on, as the client's ordered consumer would; each such restart is logged, because each one
 /// makes the server send again what was lost.
 pub async fn read_batches(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
+    nats: &NatsSettings,
     from: u64,
     batch_size: usize,
     rules: DecodeRules,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Decoded>>>> {
-    let mut reader = Deliveries::start(client, stream, from.max(1), batch_size).await?;
+    let own = nats.own_reader.then(|| OwnConnection {
+        url: nats.url.clone(),
+        timeout: Duration::from_millis(nats.connect_timeout_ms),
+    });
+    let mut reader = Deliveries::start(client, stream, own, from.max(1), batch_size).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         loop {
@@ -278,13 +286,176 @@ pub async fn read_batches(
     Ok(rx)
 }
 
-/// One ordered push consumer read through a plain subscription (see [`read_batches`]).
+/// Where the reader's own connection goes.
+#[derive(Clone)]
+struct OwnConnection {
+    url: String,
+    timeout: Duration,
+}
+
+/// Where a consumer's deliveries arrive.
+enum Feed {
+    /// A connection of the reader's own.
+    Own(wire::Subscription),
+    /// A subscription of the shared client (a server the own connection cannot speak to, or
+    /// `nats.own_reader = false`).
+    Client(futures::stream::ReadyChunks<async_nats::Subscriber>),
+}
+
+/// What the reader needs of one message on the consumer's subject, whichever way it came.
+struct Delivery {
+    subject: bytes::Bytes,
+    reply: Option<bytes::Bytes>,
+    payload: bytes::Bytes,
+    /// The status code of a heartbeat or flow-control request; `None` for an event.
+    status: Option<u16>,
+    /// A heartbeat's `Nats-Last-Consumer`: how many deliveries the consumer has sent.
+    last_consumer: Option<u64>,
+    /// A heartbeat's `Nats-Consumer-Stalled`: where a flow-control answer the server is still
+    /// waiting for goes.
+    stalled: Option<bytes::Bytes>,
+    /// An event's [`REDRIVE_HEADER`].
+    redrive_of: Option<u64>,
+}
+
+const LAST_CONSUMER: &str = "Nats-Last-Consumer";
+const STALLED: &str = "Nats-Consumer-Stalled";
+
+impl Delivery {
+    fn from_wire(m: wire::Message) -> Self {
+        let status = m.status();
+        let number = |name| m.header(name).and_then(|v| v.parse().ok());
+        let (last_consumer, stalled, redrive_of) = match (&m.headers, status) {
+            (None, _) => (None, None, None),
+            (Some(_), Some(_)) => (
+                number(LAST_CONSUMER),
+                m.header(STALLED)
+                    .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
+                None,
+            ),
+            (Some(_), None) => (None, None, number(REDRIVE_HEADER)),
+        };
+        Delivery {
+            subject: m.subject,
+            reply: m.reply,
+            payload: m.payload,
+            status,
+            last_consumer,
+            stalled,
+            redrive_of,
+        }
+    }
+
+    fn from_client(m: async_nats::Message) -> Self {
+        let header = |name: &str| {
+            let h = m.headers.as_ref()?;
+            h.iter()
+                .find(|(k, _)| AsRef::<str>::as_ref(*k).eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.first())
+                .map(|v| v.as_str().trim().to_owned())
+        };
+        let (last_consumer, stalled, redrive_of) = (
+            header(LAST_CONSUMER).and_then(|v| v.parse().ok()),
+            header(STALLED).map(bytes::Bytes::from),
+            header(REDRIVE_HEADER).and_then(|v| v.parse().ok()),
+        );
+        Delivery {
+            subject: bytes::Bytes::copy_from_slice(m.subject.as_bytes()),
+            reply: m.reply.map(|r| bytes::Bytes::copy_from_slice(r.as_bytes())),
+            status: m.status.map(|s| s.as_u16()),
+            payload: m.payload,
+            last_consumer,
+            stalled,
+            redrive_of,
+        }
+    }
+}
+
+impl Feed {
+    /// Opens the feed for `inbox`: the own connection if asked for and the server allows it.
+    async fn open(
+        client: &async_nats::Client,
+        own: Option<&OwnConnection>,
+        inbox: &str,
+        batch_size: usize,
+    ) -> anyhow::Result<Self> {
+        use futures::StreamExt;
+        if let Some(own) = own {
+            match wire::Subscription::connect(&own.url, inbox, own.timeout).await {
+                Ok(sub) => return Ok(Feed::Own(sub)),
+                Err(wire::WireError::Unsupported(why)) => {
+                    tracing::info!(%why, "reading the stream through the client library");
+                }
+                Err(e) => return Err(e).context("the reader's own NATS connection"),
+            }
+        }
+        let subscriber = client
+            .subscribe(inbox.to_owned())
+            .await
+            .context("subscribing")?;
+        Ok(Feed::Client(subscriber.ready_chunks(batch_size.max(1))))
+    }
+
+    /// The next deliveries, at least one, or why there are none: the feed ended, or nothing
+    /// (not even a heartbeat) arrived for [`HEARTBEAT_GRACE`].
+    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, String> {
+        use futures::StreamExt;
+        let silent = || format!("no message and no heartbeat for {HEARTBEAT_GRACE:?}");
+        match self {
+            Feed::Own(sub) => {
+                let mut messages = Vec::with_capacity(max.min(4096));
+                match sub.next_messages(max, HEARTBEAT_GRACE, &mut messages).await {
+                    Ok(()) => Ok(messages.into_iter().map(Delivery::from_wire).collect()),
+                    Err(wire::WireError::Silent(_)) => Err(silent()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Feed::Client(chunks) => {
+                match tokio::time::timeout(HEARTBEAT_GRACE, chunks.next()).await {
+                    Ok(Some(c)) => Ok(c.into_iter().map(Delivery::from_client).collect()),
+                    Ok(None) => Err("the subscription ended".to_owned()),
+                    Err(_) => Err(silent()),
+                }
+            }
+        }
+    }
+
+    /// Sends the empty message that answers a flow-control request.
+    async fn answer(
+        &mut self,
+        client: &async_nats::Client,
+        reply: bytes::Bytes,
+    ) -> anyhow::Result<()> {
+        match self {
+            Feed::Own(sub) => sub
+                .publish_empty(&reply)
+                .await
+                .context("answering flow control"),
+            Feed::Client(_) => {
+                let subject = String::from_utf8_lossy(&reply).into_owned();
+                client
+                    .publish(subject, bytes::Bytes::new())
+                    .await
+                    .context("answering flow control")
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Feed::Own(sub) = self {
+            sub.close().await;
+        }
+    }
+}
+
+/// One ordered push consumer and its feed (see [`read_batches`]).
 struct Deliveries {
     client: async_nats::Client,
     stream: jetstream::stream::Stream,
+    own: Option<OwnConnection>,
     batch_size: usize,
     consumer: String,
-    chunks: futures::stream::ReadyChunks<async_nats::Subscriber>,
+    feed: Feed,
     /// Consumer sequence of the last delivery taken.
     consumer_seq: u64,
     /// Stream sequence the next batch starts at.
@@ -295,16 +466,18 @@ impl Deliveries {
     async fn start(
         client: &async_nats::Client,
         stream: &jetstream::stream::Stream,
+        own: Option<OwnConnection>,
         from: u64,
         batch_size: usize,
     ) -> anyhow::Result<Self> {
-        let (consumer, chunks) = Self::open(client, stream, from, batch_size).await?;
+        let (consumer, feed) = Self::open(client, stream, own.as_ref(), from, batch_size).await?;
         Ok(Deliveries {
             client: client.clone(),
             stream: stream.clone(),
+            own,
             batch_size,
             consumer,
-            chunks,
+            feed,
             consumer_seq: 0,
             next_seq: from,
         })
@@ -313,17 +486,14 @@ impl Deliveries {
     async fn open(
         client: &async_nats::Client,
         stream: &jetstream::stream::Stream,
+        own: Option<&OwnConnection>,
         from: u64,
         batch_size: usize,
-    ) -> anyhow::Result<(String, futures::stream::ReadyChunks<async_nats::Subscriber>)> {
-        use futures::StreamExt;
+    ) -> anyhow::Result<(String, Feed)> {
         use jetstream::consumer::{AckPolicy, DeliverPolicy, push};
         let inbox = client.new_inbox();
         // Subscribed before the consumer exists, so that nothing it pushes is missed.
-        let subscriber = client
-            .subscribe(inbox.clone())
-            .await
-            .context("subscribing")?;
+        let feed = Feed::open(client, own, &inbox, batch_size).await?;
         // What the client's ordered consumer asks for, with a shorter heartbeat.
         let consumer = stream
             .create_consumer(push::Config {
@@ -343,23 +513,15 @@ impl Deliveries {
             .await
             .context("creating an ordered consumer")?;
         let name = consumer.cached_info().name.clone();
-        Ok((name, subscriber.ready_chunks(batch_size.max(1))))
+        Ok((name, feed))
     }
 
     /// The next deliveries, at least one; starts a new consumer after a gap.
     async fn next_batch(&mut self) -> anyhow::Result<Vec<RawMessage>> {
-        use futures::StreamExt;
         loop {
-            let (batch, gap) = match tokio::time::timeout(HEARTBEAT_GRACE, self.chunks.next()).await
-            {
-                Ok(Some(chunk)) => self.take_chunk(chunk).await?,
-                Ok(None) => (Vec::new(), Some("the subscription ended".to_owned())),
-                Err(_) => (
-                    Vec::new(),
-                    Some(format!(
-                        "no message and no heartbeat for {HEARTBEAT_GRACE:?}"
-                    )),
-                ),
+            let (batch, gap) = match self.feed.next(self.batch_size).await {
+                Ok(chunk) => self.take_chunk(chunk).await?,
+                Err(why) => (Vec::new(), Some(why)),
             };
             if let Some(last) = batch.last() {
                 self.next_seq = last.seq + 1;
@@ -376,10 +538,16 @@ impl Deliveries {
 
     async fn restart(&mut self) -> anyhow::Result<()> {
         let _ = self.stream.delete_consumer(&self.consumer).await;
-        let (consumer, chunks) =
-            Self::open(&self.client, &self.stream, self.next_seq, self.batch_size).await?;
+        let (consumer, feed) = Self::open(
+            &self.client,
+            &self.stream,
+            self.own.as_ref(),
+            self.next_seq,
+            self.batch_size,
+        )
+        .await?;
+        std::mem::replace(&mut self.feed, feed).close().await;
         self.consumer = consumer;
-        self.chunks = chunks;
         self.consumer_seq = 0;
         Ok(())
     }
@@ -387,28 +555,25 @@ impl Deliveries {
     /// Deletes the consumer rather than leaving it to the server's inactivity timer.
     async fn stop(self) {
         let _ = self.stream.delete_consumer(&self.consumer).await;
+        self.feed.close().await;
     }
 
     /// The events of one chunk of deliveries, in order, up to the first gap (and why there is
     /// one); answers flow control on the way.
     async fn take_chunk(
         &mut self,
-        chunk: Vec<async_nats::Message>,
+        chunk: Vec<Delivery>,
     ) -> anyhow::Result<(Vec<RawMessage>, Option<String>)> {
         let mut out = Vec::with_capacity(chunk.len());
         for m in chunk {
             if let Some(status) = m.status {
-                if status != async_nats::StatusCode::IDLE_HEARTBEAT {
-                    tracing::debug!(%status, "status message from the consumer");
+                if status != 100 {
+                    tracing::debug!(status, "status message from the consumer");
                     continue;
                 }
-                // A heartbeat says how far the consumer got; flow control asks for an answer.
-                let last = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Last-Consumer"))
-                    .and_then(|v| v.as_str().parse::<u64>().ok());
-                if let Some(last) = last
+                // A heartbeat says how far the consumer got (and, if the server still waits for
+                // a flow-control answer, where it goes); flow control asks for an answer.
+                if let Some(last) = m.last_consumer
                     && last != self.consumer_seq
                 {
                     let gap = format!(
@@ -417,15 +582,17 @@ impl Deliveries {
                     );
                     return Ok((out, Some(gap)));
                 }
-                if let Some(reply) = m.reply {
-                    self.client
-                        .publish(reply, bytes::Bytes::new())
-                        .await
-                        .context("answering flow control")?;
+                for reply in [m.reply, m.stalled].into_iter().flatten() {
+                    self.feed.answer(&self.client, reply).await?;
                 }
                 continue;
             }
-            let Some((seq, cseq)) = m.reply.as_deref().and_then(ack_sequences) else {
+            let sequences = m
+                .reply
+                .as_deref()
+                .and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(ack_sequences);
+            let Some((seq, cseq)) = sequences else {
                 return Ok((
                     out,
                     Some("a delivery without a JetStream reply subject".into()),
@@ -436,7 +603,12 @@ impl Deliveries {
                 return Ok((out, Some(gap)));
             }
             self.consumer_seq = cseq;
-            out.push(RawMessage::from_delivery(seq, m));
+            out.push(RawMessage {
+                seq,
+                subject: String::from_utf8_lossy(&m.subject).into_owned(),
+                payload: m.payload,
+                redrive_of: m.redrive_of,
+            });
         }
         Ok((out, None))
     }

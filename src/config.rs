@@ -95,6 +95,10 @@ pub struct NatsSettings {
     pub subject_prefix: String,
     /// Timeout of one connection attempt, ms.
     pub connect_timeout_ms: u64,
+    /// Whether ingest and rebuild receive the stream on a connection of their own
+    /// ([`crate::wire`]) rather than through the client library (which they still use for a
+    /// server that asks for TLS).
+    pub own_reader: bool,
 }
 
 /// Ingest settings.

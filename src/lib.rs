@@ -22,6 +22,7 @@
 //! - [`projection`]: store + query view kept in step, with a write-behind buffer between them;
 //!   what ingest writes and the API reads.
 //! - [`broker`]: the NATS connection, the event stream, and a child `nats-server` when needed.
+//! - [`wire`]: the reader's own NATS connection: the protocol for one subscription, no more.
 //! - [`ingest`]: the loop: ordered consumer from the stored position, fold, commit; reconnects.
 //! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
 //! - [`auth`]: hashed tokens, grants and tenancy.
@@ -52,3 +53,4 @@ pub mod replay;
 pub mod sign;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

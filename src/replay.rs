@@ -171,9 +171,10 @@ async fn run(
     if try_switch(ledger, &next, generation, Vec::new()).await? {
         return Ok((generation, next.ticket_count()));
     }
-    let mut batches = crate::broker::read_batches(&client, &stream, 1, ingest.batch_size, rules)
-        .await
-        .context("the rebuild consumer")?;
+    let mut batches =
+        crate::broker::read_batches(&client, &stream, nats, 1, ingest.batch_size, rules)
+            .await
+            .context("the rebuild consumer")?;
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         let live_applied = ledger.current().applied_seq();

@@ -312,7 +312,9 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
         .connect(nats.url())
         .await
         .unwrap();
-    let settings = ticket_ledger::config::Settings::defaults();
+    let mut settings = ticket_ledger::config::Settings::defaults();
+    // The client library's subscription is the one that can drop deliveries.
+    settings.nats.own_reader = false;
     let stream = jetstream::new(client.clone())
         .get_stream(&settings.nats.stream)
         .await
@@ -321,9 +323,10 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
         subject_prefix: PREFIX.into(),
         max_event_bytes: 64 * 1024,
     };
-    let mut batches = ticket_ledger::broker::read_batches(&client, &stream, 1, 100, rules)
-        .await
-        .unwrap();
+    let mut batches =
+        ticket_ledger::broker::read_batches(&client, &stream, &settings.nats, 1, 100, rules)
+            .await
+            .unwrap();
     let mut seqs = Vec::new();
     while seqs.len() < 3_000 {
         let batch = tokio::time::timeout(Duration::from_secs(60), batches.recv())
@@ -342,6 +345,65 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
         dropped.load(Ordering::Relaxed) > 0,
         "the client never dropped a delivery: the test did not exercise a gap"
     );
+}
+
+/// The reader's own connection (`nats.own_reader`, the default) passes a stream of tens of MiB
+/// on exactly once and in order, to a receiver that holds it back: more than the consumer's
+/// flow-control window, so the server waits for the reader's flow-control answers on the way.
+/// Events come with headers (`HMSG`), the filler without (`MSG`); both are passed on.
+#[tokio::test]
+async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let filler = vec![b'x'; 2_000];
+    let raw: Vec<(String, Vec<u8>, Option<String>)> = (1..=20_000u64)
+        .map(|i| {
+            if i % 10 == 0 {
+                let e = created("proj-a", i, 1_700_000_000_000, "n", "c", "u", "r");
+                (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()))
+            } else {
+                (format!("{PREFIX}.proj-a.filler"), filler.clone(), None)
+            }
+        })
+        .collect();
+    assert_eq!(publish_raw(&js, raw).await, 20_000);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut settings = ticket_ledger::config::Settings::defaults();
+    settings.nats.url = nats.url();
+    assert!(settings.nats.own_reader);
+    let stream = jetstream::new(client.clone())
+        .get_stream(&settings.nats.stream)
+        .await
+        .unwrap();
+    let rules = ticket_ledger::batch::DecodeRules {
+        subject_prefix: PREFIX.into(),
+        max_event_bytes: 64 * 1024,
+    };
+    let mut batches =
+        ticket_ledger::broker::read_batches(&client, &stream, &settings.nats, 1, 1_000, rules)
+            .await
+            .unwrap();
+    let (mut seqs, mut events) = (Vec::new(), Vec::new());
+    while seqs.len() < 20_000 {
+        let batch = tokio::time::timeout(Duration::from_secs(60), batches.recv())
+            .await
+            .expect("the reader stalled")
+            .expect("the reader ended")
+            .expect("the reader failed");
+        if seqs.len() < 5_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for d in batch {
+            seqs.push(d.raw.seq);
+            if let Ok(e) = d.event {
+                events.push(e.order_id);
+            } else {
+                assert_eq!(d.raw.payload.len(), 2_000);
+            }
+        }
+    }
+    assert_eq!(seqs, (1..=20_000).collect::<Vec<u64>>());
+    assert_eq!(events, (1..=2_000).map(|i| i * 10).collect::<Vec<u64>>());
 }
 
 /// Started further behind the stream than `ingest.catch_up_events`, the daemon folds the backlog
