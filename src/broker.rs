@@ -372,7 +372,7 @@ impl Delivery {
 }
 
 impl Feed {
-    /// Opens the feed for `inbox`: the own connection if asked for and the server allows it.
+    /// Opens the feed for `inbox`: the own connection if asked for and it can be had.
     async fn open(
         client: &async_nats::Client,
         own: Option<&OwnConnection>,
@@ -381,12 +381,16 @@ impl Feed {
     ) -> anyhow::Result<Self> {
         use futures::StreamExt;
         if let Some(own) = own {
+            // Whatever stops the own connection (TLS, the URL's first server down while the
+            // client is connected to another of a cluster) leaves the client library's way.
             match wire::Subscription::connect(&own.url, inbox, own.timeout).await {
                 Ok(sub) => return Ok(Feed::Own(sub)),
                 Err(wire::WireError::Unsupported(why)) => {
                     tracing::info!(%why, "reading the stream through the client library");
                 }
-                Err(e) => return Err(e).context("the reader's own NATS connection"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the stream through the client library");
+                }
             }
         }
         let subscriber = client
