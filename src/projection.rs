@@ -523,14 +523,37 @@ impl Projection {
 
 /// The query view of every ticket in `store`, and per project the largest `order_id`.
 fn load_view(store: &Store) -> Result<(Index, Newest), StoreError> {
-    let mut index = Index::default();
-    let mut newest = Newest::default();
-    for t in store.ticket_heads() {
-        let t = t?;
-        newest.saw(&t.project, t.order_id);
-        index.upsert(&t);
-    }
-    Ok((index, newest))
+    // The records are read and decoded on a thread of their own while this one indexes them.
+    const CHUNK: usize = 4096;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Ticket, StoreError>>>(4);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for t in store.ticket_heads() {
+                chunk.push(t);
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if tx.send(full).is_err() {
+                        return; // the indexing stopped at an error
+                    }
+                }
+            }
+            let _ = tx.send(chunk);
+        });
+        let mut newest = Newest::default();
+        let mut failed = None;
+        // Owns the receiver, so that stopping at an error lets the reading thread end too.
+        let tickets = rx
+            .into_iter()
+            .flatten()
+            .map_while(|t| t.map_err(|e| failed = Some(e)).ok())
+            .inspect(|t| newest.saw(&t.project, t.order_id));
+        let index = Index::bulk(tickets);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((index, newest)),
+        }
+    })
 }
 
 /// Patches the shared view from `live`'s records to `next`'s: a merge of both stores in key
