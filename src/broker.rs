@@ -262,6 +262,31 @@ pub async fn read_batches(
     batch_size: usize,
     rules: DecodeRules,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Decoded>>>> {
+    let decode = move |batch| decode_batch(batch, &rules);
+    spawn_reader(client, stream, nats, from, batch_size, decode).await
+}
+
+/// [`read_batches`] without the decoding: the messages as they come. The benchmark's raw read
+/// through the daemon's own connection (the limit of the way the daemon reads).
+pub async fn read_raw(
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    nats: &NatsSettings,
+    from: u64,
+    batch_size: usize,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<RawMessage>>>> {
+    spawn_reader(client, stream, nats, from, batch_size, |batch| batch).await
+}
+
+/// Starts the consumer and a task that passes on `each` of its batches (see [`read_batches`]).
+async fn spawn_reader<T: Send + 'static>(
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    nats: &NatsSettings,
+    from: u64,
+    batch_size: usize,
+    each: impl Fn(Vec<RawMessage>) -> T + Send + 'static,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<T>>> {
     let own = nats.own_reader.then(|| OwnConnection {
         url: nats.url.clone(),
         timeout: Duration::from_millis(nats.connect_timeout_ms),
@@ -277,7 +302,7 @@ pub async fn read_batches(
                     break;
                 }
             };
-            if tx.send(Ok(decode_batch(batch, &rules))).await.is_err() {
+            if tx.send(Ok(each(batch))).await.is_err() {
                 break;
             }
         }
