@@ -230,21 +230,7 @@ impl Subscription {
     /// comma-separated list), subscribes to `subject` and waits until the server confirms it,
     /// so that whatever is published to `subject` after this returns is received.
     pub async fn connect(url: &str, subject: &str, timeout: Duration) -> Result<Self, WireError> {
-        let first = url.split(',').next().unwrap_or(url).trim();
-        let (scheme, rest) = first.split_once("://").unwrap_or(("nats", first));
-        if !scheme.eq_ignore_ascii_case("nats") {
-            return Err(WireError::Unsupported(format!("the {scheme}:// scheme")));
-        }
-        let (auth, host) = match rest.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, rest),
-        };
-        let host = host.split('/').next().unwrap_or(host);
-        let addr = if host.contains(':') {
-            host.to_owned()
-        } else {
-            format!("{host}:4222")
-        };
+        let (addr, credentials) = endpoint(url)?;
         let handshake = async {
             let socket = TcpStream::connect(&addr).await?;
             socket.set_nodelay(true)?;
@@ -280,14 +266,8 @@ impl Subscription {
                 "headers": true,
                 "no_responders": true,
             });
-            if let Some(auth) = auth {
-                match auth.split_once(':') {
-                    Some((user, pass)) => {
-                        connect["user"] = decode_url_part(user).into();
-                        connect["pass"] = decode_url_part(pass).into();
-                    }
-                    None => connect["auth_token"] = decode_url_part(auth).into(),
-                }
+            for (k, v) in credentials {
+                connect[k] = v.into();
             }
             let hello = format!("CONNECT {connect}\r\nSUB {subject} {SID}\r\nPING\r\n");
             sub.socket.write_all(hello.as_bytes()).await?;
@@ -395,6 +375,40 @@ impl Subscription {
         }
         Ok(())
     }
+}
+
+/// `CONNECT` fields and their values.
+type Credentials = Vec<(&'static str, String)>;
+
+/// Where `url` points (`host:port`; the first server of a comma-separated list) and the
+/// credentials it carries, as `CONNECT` fields (`user` and `pass`, or `auth_token`).
+fn endpoint(url: &str) -> Result<(String, Credentials), WireError> {
+    let first = url.split(',').next().unwrap_or(url).trim();
+    let (scheme, rest) = first.split_once("://").unwrap_or(("nats", first));
+    if !scheme.eq_ignore_ascii_case("nats") {
+        return Err(WireError::Unsupported(format!("the {scheme}:// scheme")));
+    }
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let host = host.split('/').next().unwrap_or(host);
+    let addr = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:4222")
+    };
+    let credentials = match auth.map(|a| (a, a.split_once(':'))) {
+        None => vec![],
+        Some((_, Some((user, pass)))) => {
+            vec![
+                ("user", decode_url_part(user)),
+                ("pass", decode_url_part(pass)),
+            ]
+        }
+        Some((token, None)) => vec![("auth_token", decode_url_part(token))],
+    };
+    Ok((addr, credentials))
 }
 
 /// A user, password or token from a URL, percent-decoded as the client library does.
@@ -541,6 +555,34 @@ mod tests {
         }
         let long = vec![b'M'; MAX_CONTROL_LINE + 1];
         assert!(parse(&long).is_err());
+    }
+
+    #[test]
+    fn endpoints_and_credentials_of_urls() {
+        let none: Vec<(&str, String)> = vec![];
+        assert_eq!(
+            endpoint("nats://127.0.0.1:4222").unwrap(),
+            ("127.0.0.1:4222".into(), none.clone())
+        );
+        assert_eq!(
+            endpoint("localhost").unwrap(),
+            ("localhost:4222".into(), none)
+        );
+        assert_eq!(
+            endpoint("nats://al%40ice:p%3Ass@h:5000,nats://other:4222").unwrap(),
+            (
+                "h:5000".into(),
+                vec![("user", "al@ice".into()), ("pass", "p:ss".into())]
+            )
+        );
+        assert_eq!(
+            endpoint("nats://s3cr3t@h:5000/").unwrap(),
+            ("h:5000".into(), vec![("auth_token", "s3cr3t".into())])
+        );
+        assert!(matches!(
+            endpoint("tls://h:4222"),
+            Err(WireError::Unsupported(_))
+        ));
     }
 
     #[test]
