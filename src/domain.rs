@@ -45,24 +45,75 @@ pub enum DomainError {
 ///
 /// Huawei project ids are 32 hex characters; the rule is looser so that local setups can use
 /// readable names, and strict enough that the id is always one safe NATS subject token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// The ids a thread has parsed are kept (up to [`ProjectId::KEPT`] of them) and handed out
+/// again, so that every ticket key of a project shares one allocation: decoding an event then
+/// allocates no id, and comparing two keys of the same project (the fold's maps, the writer's
+/// sort) compares pointers, not text.
+#[derive(Debug, Clone, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ProjectId(Arc<str>);
 
+/// By the text, with the shared allocation as a shortcut (as equality).
+impl Ord for ProjectId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for ProjectId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for ProjectId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// By the text, as equality is (equal ids hash alike whether they share an allocation or not).
+impl std::hash::Hash for ProjectId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
 impl ProjectId {
+    /// Most ids a thread keeps for reuse: far above the tenants one daemon serves, and a bound
+    /// on what ids from requests can make it hold.
+    pub const KEPT: usize = 4096;
+
     /// Parses a project id.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        thread_local! {
+            static KEPT: std::cell::RefCell<rustc_hash::FxHashSet<Arc<str>>> =
+                Default::default();
+        }
+        if let Some(id) = KEPT.with(|k| k.borrow().get(raw).cloned()) {
+            return Ok(Self(id));
+        }
         let ok = !raw.is_empty()
             && raw.len() <= 64
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            // Shared, not copied, by every key that names it (the fold's maps, the buffer).
-            Ok(Self(Arc::from(raw)))
-        } else {
-            Err(DomainError::ProjectId)
+        if !ok {
+            return Err(DomainError::ProjectId);
         }
+        let id: Arc<str> = Arc::from(raw);
+        KEPT.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() < Self::KEPT {
+                k.insert(id.clone());
+            }
+        });
+        Ok(Self(id))
     }
 
     /// The id as text.
@@ -329,6 +380,26 @@ mod tests {
         assert!(FilterText::parse("", "creator").is_err());
         assert!(FilterText::parse(&"é".repeat(128), "name_like").is_ok());
         assert!(FilterText::parse(&"é".repeat(129), "name_like").is_err());
+    }
+
+    #[test]
+    fn project_ids_are_shared_and_still_equal_by_text() {
+        let a = ProjectId::parse("shared-1").unwrap();
+        let b = ProjectId::parse("shared-1").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        // A thread that has kept its fill still parses, and its ids compare by text.
+        std::thread::spawn(|| {
+            for i in 0..ProjectId::KEPT + 10 {
+                ProjectId::parse(&format!("p{i}")).unwrap();
+            }
+            let late = || ProjectId::parse(&format!("p{}", ProjectId::KEPT + 5)).unwrap();
+            let (x, y) = (late(), late());
+            assert!(!Arc::ptr_eq(&x.0, &y.0));
+            assert_eq!(x, y);
+            assert_ne!(x, ProjectId::parse("p1").unwrap());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
