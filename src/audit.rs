@@ -348,7 +348,7 @@ pub async fn verify(settings: &Settings, c: &AdminClient) -> anyhow::Result<Veri
     if live.iter().any(|(t, _)| last_of(t) > anchor) {
         for (i, m) in messages.iter().enumerate() {
             if let Ok(e) = events::decode(
-                &m.subject,
+                &m.subject_text(),
                 &m.payload,
                 &rules.subject_prefix,
                 rules.max_event_bytes,

@@ -17,8 +17,9 @@ use crate::store::{Commit, DeadLetter};
 pub struct RawMessage {
     /// Stream sequence.
     pub seq: u64,
-    /// Subject.
-    pub subject: String,
+    /// Subject, as received (a slice of the read buffer, not a copy); read it as text with
+    /// [`RawMessage::subject_text`].
+    pub subject: bytes::Bytes,
     /// Payload bytes.
     pub payload: bytes::Bytes,
     /// Set when `ticket-ledger redrive` republished a dead letter: the sequence of the original
@@ -30,6 +31,12 @@ pub struct RawMessage {
 pub const REDRIVE_HEADER: &str = "Ledger-Redrive-Of";
 
 impl RawMessage {
+    /// The subject as text (borrowed; a byte that is not UTF-8 becomes U+FFFD, which no valid
+    /// subject of an event holds, so such a message is dead-lettered, not misread).
+    pub fn subject_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.subject)
+    }
+
     /// Reads the sequence, subject, payload and redrive header of a JetStream message.
     pub fn from_jetstream(m: &async_nats::jetstream::Message) -> anyhow::Result<Self> {
         let seq = m
@@ -43,7 +50,7 @@ impl RawMessage {
             .and_then(|v| v.as_str().parse().ok());
         Ok(RawMessage {
             seq,
-            subject: m.subject.to_string(),
+            subject: bytes::Bytes::copy_from_slice(m.subject.as_bytes()),
             payload: m.payload.clone(),
             redrive_of,
         })
@@ -78,7 +85,7 @@ pub fn decode_batch(messages: Vec<RawMessage>, rules: &DecodeRules) -> Vec<Decod
         .into_iter()
         .map(|raw| {
             let event = events::decode(
-                &raw.subject,
+                &raw.subject_text(),
                 &raw.payload,
                 &rules.subject_prefix,
                 rules.max_event_bytes,
@@ -154,7 +161,7 @@ pub fn fold_decoded<E>(
 fn dead_letter(m: &RawMessage, code: &str, reason: String) -> DeadLetter {
     DeadLetter {
         seq: m.seq,
-        subject: m.subject.clone(),
+        subject: m.subject_text().into_owned(),
         code: code.to_owned(),
         reason,
         payload: m.payload.to_vec(),
@@ -226,7 +233,7 @@ mod tests {
         };
         RawMessage {
             seq,
-            subject: e.subject("coc.job.script"),
+            subject: e.subject("coc.job.script").into(),
             payload: e.to_bytes().into(),
             redrive_of: None,
         }

@@ -634,7 +634,7 @@ impl Deliveries {
             self.consumer_seq = cseq;
             out.push(RawMessage {
                 seq,
-                subject: String::from_utf8_lossy(&m.subject).into_owned(),
+                subject: m.subject,
                 payload: m.payload,
                 redrive_of: m.redrive_of,
             });

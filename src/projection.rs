@@ -1054,7 +1054,7 @@ mod tests {
         let started = |order_id: u64, seq: u64| Decoded {
             raw: RawMessage {
                 seq,
-                subject: String::new(),
+                subject: Default::default(),
                 payload: Default::default(),
                 redrive_of: None,
             },

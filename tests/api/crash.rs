@@ -248,7 +248,7 @@ pub fn reference_fold(messages: Vec<(String, Vec<u8>, Option<String>)>) -> Memor
         .enumerate()
         .map(|(i, (subject, payload, _))| RawMessage {
             seq: i as u64 + 1,
-            subject,
+            subject: subject.into(),
             payload: payload.into(),
             redrive_of: None,
         })
