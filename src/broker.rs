@@ -247,8 +247,8 @@ pub fn ack_sequences(reply: &str) -> Option<(u64, u64)> {
 ///
 /// The consumer is the same ephemeral ordered push consumer as [`ordered_messages`] (no acks,
 /// flow control, idle heartbeats). Its deliveries are received on a connection of the reader's
-/// own ([`crate::wire`], when `nats.own_reader` is on and the server does not ask for TLS) or
-/// else on a plain subscription of `client`; either way the stream sequence comes straight from
+/// own ([`crate::wire`], when `nats.own_reader` is on and that connection can be had: not with
+/// a server that asks for TLS) or else on a plain subscription of `client`; either way the stream sequence comes straight from
 /// the reply subject, once, and no per-message JetStream context is built. A gap (a consumer
 /// sequence skipped, a heartbeat that says more was sent, or silence past [`HEARTBEAT_GRACE`])
 /// or a lost connection makes the task start a new consumer after the last sequence it passed
