@@ -216,7 +216,8 @@ fn parse_msg(
 /// The subscription's id on its connection (the connection carries only this one).
 const SID: &str = "1";
 
-/// Bytes asked of the socket per read, at least.
+/// How the read buffer grows: when less than a quarter of this is free, this much more is
+/// reserved, so that one read can take what a busy socket holds.
 const READ_CHUNK: usize = 1 << 20;
 
 /// One subscription on a connection of its own.
