@@ -251,7 +251,8 @@ impl Projection {
     /// Opens the store, rebuilds the query view from its records, and starts the writer thread.
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open_with_cache(dir, policy.cache_mb)?;
-        let (index, seen) = load_view(&store)?;
+        let mut seen = Seen::default();
+        let index = load_view(&store, Some(&mut seen))?;
         let projection = Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)?;
         projection.pending().seen = seen;
         Ok(projection)
@@ -354,7 +355,8 @@ impl Projection {
     /// Replaces the (shared) query view by one built from `records`' tickets. The old view
     /// answers queries until then.
     fn replace_view(&self, records: &Store) -> Result<(), StoreError> {
-        let (index, _) = load_view(records)?;
+        // The buffer's `Seen` has followed every commit; it need not be rebuilt.
+        let index = load_view(records, None)?;
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
         Ok(())
     }
@@ -625,8 +627,9 @@ impl Projection {
     }
 }
 
-/// The query view of every ticket in `store`, and which tickets it holds ([`Seen`]).
-fn load_view(store: &Store) -> Result<(Index, Seen), StoreError> {
+/// The query view of every ticket in `store`; with `seen`, also records there which tickets it
+/// holds (at start-up; a catch-up's buffer already knows).
+fn load_view(store: &Store, mut seen: Option<&mut Seen>) -> Result<Index, StoreError> {
     // The records are read and decoded on a thread of their own while this one indexes them.
     const CHUNK: usize = 4096;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Ticket, StoreError>>>(4);
@@ -644,18 +647,21 @@ fn load_view(store: &Store) -> Result<(Index, Seen), StoreError> {
             }
             let _ = tx.send(chunk);
         });
-        let mut seen = Seen::default();
         let mut failed = None;
         // Owns the receiver, so that stopping at an error lets the reading thread end too.
         let tickets = rx
             .into_iter()
             .flatten()
             .map_while(|t| t.map_err(|e| failed = Some(e)).ok())
-            .inspect(|t| seen.saw(&t.project, t.order_id));
+            .inspect(|t| {
+                if let Some(seen) = seen.as_deref_mut() {
+                    seen.saw(&t.project, t.order_id);
+                }
+            });
         let index = Index::bulk(tickets);
         match failed {
             Some(e) => Err(e),
-            None => Ok((index, seen)),
+            None => Ok(index),
         }
     })
 }
