@@ -315,25 +315,10 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
     let mut settings = ticket_ledger::config::Settings::defaults();
     // The client library's subscription is the one that can drop deliveries.
     settings.nats.own_reader = false;
-    let stream = jetstream::new(client.clone())
-        .get_stream(&settings.nats.stream)
-        .await
-        .unwrap();
-    let rules = ticket_ledger::batch::DecodeRules {
-        subject_prefix: PREFIX.into(),
-        max_event_bytes: 64 * 1024,
-    };
-    let mut batches =
-        ticket_ledger::broker::read_batches(&client, &stream, &settings.nats, 1, 100, rules)
-            .await
-            .unwrap();
+    let mut batches = read_from_start(&client, &settings.nats, 100).await;
     let mut seqs = Vec::new();
     while seqs.len() < 3_000 {
-        let batch = tokio::time::timeout(Duration::from_secs(60), batches.recv())
-            .await
-            .expect("the reader stalled")
-            .expect("the reader ended")
-            .expect("the reader failed");
+        let batch = next_batch(&mut batches).await;
         assert!(batch.iter().all(|d| d.event.is_ok()));
         if seqs.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -371,25 +356,10 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
     let mut settings = ticket_ledger::config::Settings::defaults();
     settings.nats.url = nats.url();
     assert!(settings.nats.own_reader);
-    let stream = jetstream::new(client.clone())
-        .get_stream(&settings.nats.stream)
-        .await
-        .unwrap();
-    let rules = ticket_ledger::batch::DecodeRules {
-        subject_prefix: PREFIX.into(),
-        max_event_bytes: 64 * 1024,
-    };
-    let mut batches =
-        ticket_ledger::broker::read_batches(&client, &stream, &settings.nats, 1, 1_000, rules)
-            .await
-            .unwrap();
+    let mut batches = read_from_start(&client, &settings.nats, 1_000).await;
     let (mut seqs, mut events) = (Vec::new(), Vec::new());
     while seqs.len() < 20_000 {
-        let batch = tokio::time::timeout(Duration::from_secs(60), batches.recv())
-            .await
-            .expect("the reader stalled")
-            .expect("the reader ended")
-            .expect("the reader failed");
+        let batch = next_batch(&mut batches).await;
         if seqs.len() < 5_000 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -404,6 +374,38 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
     }
     assert_eq!(seqs, (1..=20_000).collect::<Vec<u64>>());
     assert_eq!(events, (1..=2_000).map(|i| i * 10).collect::<Vec<u64>>());
+}
+
+/// What `broker::read_batches` hands out.
+type Batches = tokio::sync::mpsc::Receiver<anyhow::Result<Vec<ticket_ledger::batch::Decoded>>>;
+
+/// The daemon's stream reader (`broker::read_batches`) from the start of the test stream, in
+/// batches of at most `batch_size`, decoding with the tests' subject prefix.
+async fn read_from_start(
+    client: &async_nats::Client,
+    nats: &ticket_ledger::config::NatsSettings,
+    batch_size: usize,
+) -> Batches {
+    let stream = jetstream::new(client.clone())
+        .get_stream(&nats.stream)
+        .await
+        .unwrap();
+    let rules = ticket_ledger::batch::DecodeRules {
+        subject_prefix: PREFIX.into(),
+        max_event_bytes: 64 * 1024,
+    };
+    ticket_ledger::broker::read_batches(client, &stream, nats, 1, batch_size, rules)
+        .await
+        .unwrap()
+}
+
+/// The reader's next batch; the test fails if the reader stalls for a minute, ends or fails.
+async fn next_batch(batches: &mut Batches) -> Vec<ticket_ledger::batch::Decoded> {
+    tokio::time::timeout(Duration::from_secs(60), batches.recv())
+        .await
+        .expect("the reader stalled")
+        .expect("the reader ended")
+        .expect("the reader failed")
 }
 
 /// Started further behind the stream than `ingest.catch_up_events`, the daemon folds the backlog
