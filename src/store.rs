@@ -7,7 +7,7 @@
 //!
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
-//! | `t` project `\0` order_id>>6 (u64 BE) | a chunk: up to 64 tickets' records   |
+//! | `t` project `\0` order_id>>8 (u64 BE) | a chunk: up to 256 tickets' records  |
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
@@ -28,14 +28,18 @@ const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
-/// 3: chunks of 64 records (2 was one record per key, 1 was JSON).
-const FORMAT_VERSION: u64 = 3;
+/// 4: chunks of 256 records (3 was chunks of 64, 2 one record per key, 1 JSON).
+const FORMAT_VERSION: u64 = 4;
 
 /// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
 /// a key lands in), so tickets that are created together, in `order_id` order, are stored
-/// together: one key for 64 of them. A chunk is `[order_id u64 BE][len u32 BE][record]...`,
-/// ascending.
-const CHUNK_BITS: u32 = 6;
+/// together: one key for 256 `order_id`s. A project that takes every tenth id (the benchmark's
+/// ten projects) fills a 256-id chunk with about 25 tickets; a 64-id chunk held about 6, and
+/// its sled writes cost about a tenth more daemon CPU per event. A chunk is
+/// `[order_id u64 BE][len u32 BE][record]...`, ascending. What a flush rewrites does not grow
+/// with the chunk: the tickets live at a flush span a range of ids, and the chunks that range
+/// touches are rewritten whatever their size, plus at most one chunk's overhang at each end.
+const CHUNK_BITS: u32 = 8;
 
 fn chunk_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
     ticket_key(project, order_id >> CHUNK_BITS)
@@ -408,6 +412,8 @@ mod tests {
     use super::*;
     use crate::domain::Status;
 
+    const PER_CHUNK: u64 = 1 << CHUNK_BITS;
+
     fn ticket(project: &str, order_id: u64) -> Ticket {
         Ticket {
             project: ProjectId::parse(project).unwrap(),
@@ -429,11 +435,13 @@ mod tests {
     fn records_written_apart_merge_into_their_chunks_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let evens: Vec<Ticket> = (1..=100).map(|o| ticket("a", o * 2)).collect();
+        // Three chunks' worth of ids, written in two halves that interleave in every chunk.
+        let n = 3 * PER_CHUNK;
+        let evens: Vec<Ticket> = (1..=n / 2).map(|o| ticket("a", o * 2)).collect();
         store.write(&evens, [], 1).unwrap();
         // Odd ones between them, one even rewritten, and another project, in no order.
-        let mut later: Vec<Ticket> = (0..100).rev().map(|o| ticket("a", o * 2 + 1)).collect();
-        let mut changed = ticket("a", 64);
+        let mut later: Vec<Ticket> = (0..n / 2).rev().map(|o| ticket("a", o * 2 + 1)).collect();
+        let mut changed = ticket("a", PER_CHUNK);
         changed.status = Status::Finished;
         later.push(changed.clone());
         later.push(ticket("b", 3));
@@ -442,39 +450,54 @@ mod tests {
             .tickets()
             .map(|t| t.map(|t| (t.project.to_string(), t.order_id)).unwrap())
             .collect();
-        let mut want: Vec<(String, u64)> = (1..=200).map(|o| ("a".to_owned(), o)).collect();
+        let mut want: Vec<(String, u64)> = (1..=n).map(|o| ("a".to_owned(), o)).collect();
         want.push(("b".to_owned(), 3));
         assert_eq!(got, want);
         let a = ProjectId::parse("a").unwrap();
-        assert_eq!(store.ticket(&a, 64).unwrap(), Some(changed));
-        assert_eq!(store.ticket(&a, 63).unwrap(), Some(ticket("a", 63)));
+        assert_eq!(store.ticket(&a, PER_CHUNK).unwrap(), Some(changed));
+        assert_eq!(
+            store.ticket(&a, PER_CHUNK - 1).unwrap(),
+            Some(ticket("a", PER_CHUNK - 1))
+        );
     }
 
     #[test]
     fn rewriting_one_ticket_of_a_chunk_keeps_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let all: Vec<Ticket> = (1..=200).map(|o| ticket("a", o)).collect();
-        store.write(&all, [], 200).unwrap();
-        let mut changed = ticket("a", 70);
+        // Three chunks and a bit; then one ticket of the second chunk rewritten, and one far
+        // beyond the rest.
+        let n = 3 * PER_CHUNK + 8;
+        let all: Vec<Ticket> = (1..=n).map(|o| ticket("a", o)).collect();
+        store.write(&all, [], n).unwrap();
+        let inner = PER_CHUNK + 6;
+        let far = 10 * PER_CHUNK;
+        let mut changed = ticket("a", inner);
         changed.status = Status::Processing;
-        store.write([&changed, &ticket("a", 500)], [], 201).unwrap();
+        store
+            .write([&changed, &ticket("a", far)], [], n + 1)
+            .unwrap();
         let got: Vec<Ticket> = store.tickets().map(Result::unwrap).collect();
-        assert_eq!(got.len(), 201);
-        assert_eq!(got[69], changed);
-        assert_eq!(got[68], ticket("a", 69));
-        assert_eq!(got[200].order_id, 500);
+        assert_eq!(got.len() as u64, n + 1);
+        assert_eq!(got[inner as usize - 1], changed);
+        assert_eq!(got[inner as usize - 2], ticket("a", inner - 1));
+        assert_eq!(got[inner as usize], ticket("a", inner + 1));
+        assert_eq!(got[n as usize].order_id, far);
         let keys: Vec<u64> = store
             .raw_tickets()
             .map(|r| ticket_key_parts(&r.unwrap().0).unwrap().1)
             .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
         assert_eq!(
-            store.ticket(&ProjectId::parse("a").unwrap(), 70).unwrap(),
+            store
+                .ticket(&ProjectId::parse("a").unwrap(), inner)
+                .unwrap(),
             Some(changed)
         );
         assert_eq!(
-            store.ticket(&ProjectId::parse("a").unwrap(), 201).unwrap(),
+            store
+                .ticket(&ProjectId::parse("a").unwrap(), n + 1)
+                .unwrap(),
             None
         );
     }
