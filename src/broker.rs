@@ -221,11 +221,11 @@ const HEARTBEAT_GRACE: Duration = Duration::from_secs(3);
 /// The stream and consumer sequences of a JetStream delivery, read from its `$JS.ACK.` reply
 /// subject: `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>` after
 /// the prefix, or, with domain and account hash in front, 9 tokens or more (ADR-15).
-pub fn ack_sequences(reply: &str) -> Option<(u64, u64)> {
-    let rest = reply.strip_prefix("$JS.ACK.")?;
-    let mut tokens = [""; 9];
+pub fn ack_sequences(reply: &[u8]) -> Option<(u64, u64)> {
+    let rest = reply.strip_prefix(b"$JS.ACK.")?;
+    let mut tokens: [&[u8]; 9] = [&[]; 9];
     let mut n = 0;
-    for t in rest.split('.') {
+    for t in rest.split(|&b| b == b'.') {
         if let Some(slot) = tokens.get_mut(n) {
             *slot = t;
         }
@@ -236,7 +236,21 @@ pub fn ack_sequences(reply: &str) -> Option<(u64, u64)> {
         n if n >= 9 => (tokens[5], tokens[6]),
         _ => return None,
     };
-    Some((stream_seq.parse().ok()?, consumer_seq.parse().ok()?))
+    Some((decimal(stream_seq)?, decimal(consumer_seq)?))
+}
+
+/// A non-empty run of ASCII digits that fits a u64 (read from bytes: the reply subject is never
+/// made a `str`).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Batches of at most `batch_size` messages of `stream` from sequence `from` on, read and
@@ -616,11 +630,7 @@ impl Deliveries {
                 }
                 continue;
             }
-            let sequences = m
-                .reply
-                .as_deref()
-                .and_then(|r| std::str::from_utf8(r).ok())
-                .and_then(ack_sequences);
+            let sequences = m.reply.as_deref().and_then(ack_sequences);
             let Some((seq, cseq)) = sequences else {
                 return Ok((
                     out,
@@ -661,19 +671,25 @@ mod tests {
     #[test]
     fn ack_sequences_of_both_reply_formats() {
         assert_eq!(
-            ack_sequences("$JS.ACK.events.c1.1.42.7.1700000000000000000.3"),
+            ack_sequences(b"$JS.ACK.events.c1.1.42.7.1700000000000000000.3"),
             Some((42, 7))
         );
         assert_eq!(
-            ack_sequences("$JS.ACK._.ACCHASH.events.c1.1.42.7.1700000000000000000.3.tok"),
+            ack_sequences(b"$JS.ACK._.ACCHASH.events.c1.1.42.7.1700000000000000000.3.tok"),
             Some((42, 7))
         );
         assert_eq!(
-            ack_sequences("$JS.ACK.hub.ACCHASH.events.c1.1.42.7.1700000000000000000.3"),
+            ack_sequences(b"$JS.ACK.hub.ACCHASH.events.c1.1.42.7.1700000000000000000.3"),
             Some((42, 7))
         );
-        assert_eq!(ack_sequences("_INBOX.abc"), None);
-        assert_eq!(ack_sequences("$JS.ACK.events.c1.1.x.7.1.3"), None);
-        assert_eq!(ack_sequences("$JS.ACK.events.c1.1.42"), None);
+        assert_eq!(ack_sequences(b"_INBOX.abc"), None);
+        assert_eq!(ack_sequences(b"$JS.ACK.events.c1.1.x.7.1.3"), None);
+        assert_eq!(ack_sequences(b"$JS.ACK.events.c1.1.42"), None);
+        assert_eq!(ack_sequences(b"$JS.ACK.events.c1.1..7.1.3"), None);
+        assert_eq!(
+            ack_sequences(b"$JS.ACK.events.c1.1.18446744073709551616.7.1.3"),
+            None,
+            "beyond u64"
+        );
     }
 }
