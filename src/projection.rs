@@ -179,6 +179,10 @@ struct Writer {
     last_written: Option<Arc<Snapshot>>,
     failed: Option<String>,
     durable_seq: u64,
+    /// The ticket map of a snapshot retired after its write, emptied, for the next hand-off to
+    /// fill: the buffer's map then starts at the size it reached before instead of growing from
+    /// nothing by rehashing (a copy of every entry each time it doubles, into fresh pages).
+    spare: Option<FxHashMap<TicketKey, Ticket>>,
 }
 
 impl Writer {
@@ -308,7 +312,9 @@ impl Projection {
                     };
                     drop(w);
                     w_shared.written.notify_all();
-                    drop(previous);
+                    if let Some(map) = previous.and_then(emptied) {
+                        w_shared.lock().spare = Some(map);
+                    }
                 }
             })
             .map_err(|e| StoreError::Sled(e.into()))?;
@@ -578,8 +584,9 @@ impl Projection {
         if pending.tickets.is_empty() && pending.dead_letters.is_empty() && durable == applied {
             return Ok(());
         }
+        let fresh = self.shared.lock().spare.take().unwrap_or_default();
         let snap = Arc::new(Snapshot {
-            tickets: std::mem::take(&mut pending.tickets),
+            tickets: std::mem::replace(&mut pending.tickets, fresh),
             dead_letters: std::mem::take(&mut pending.dead_letters),
             applied_seq: applied,
         });
@@ -625,6 +632,14 @@ impl Projection {
     pub fn ticket_count(&self) -> usize {
         self.read().len()
     }
+}
+
+/// A retired snapshot's ticket map, emptied (its tickets dropped, its table kept), unless a
+/// reader still holds the snapshot: then it is simply dropped when the reader is done.
+fn emptied(snap: Arc<Snapshot>) -> Option<FxHashMap<TicketKey, Ticket>> {
+    let mut map = Arc::try_unwrap(snap).ok()?.tickets;
+    map.clear();
+    Some(map)
 }
 
 /// The query view of every ticket in `store`; with `seen`, also records there which tickets it
