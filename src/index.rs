@@ -786,7 +786,7 @@ fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
     }
     let mut out = lists[0].to_vec();
     for l in &lists[1..] {
-        out.retain(|s| l.binary_search(s).is_ok());
+        intersect(&mut out, l);
         if out.is_empty() {
             break;
         }
@@ -794,10 +794,56 @@ fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// Keeps in `out` the slots that `list` holds too; both ascending. Lists of like length are
+/// merged in one pass (a needle's trigrams are often about as common as each other); a list
+/// much longer than `out` is binary-searched, which then touches less of it.
+fn intersect(out: &mut Vec<u32>, list: &[u32]) {
+    if list.len() > 16 * out.len() {
+        out.retain(|s| list.binary_search(s).is_ok());
+        return;
+    }
+    let mut rest = list;
+    out.retain(|&s| {
+        while let Some((&first, tail)) = rest.split_first() {
+            if first >= s {
+                return first == s;
+            }
+            rest = tail;
+        }
+        false
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn intersecting_keeps_exactly_the_common_slots_whichever_way_it_goes() {
+        let mut seed = 7u64;
+        let mut list = |n: usize, spread: u64| -> Vec<u32> {
+            let mut v: Vec<u32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 33) % spread) as u32
+                })
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        // Like lengths (merged) and one far longer (searched), and empty sides.
+        for (a, b) in [(50, 60), (10, 2000), (0, 30), (30, 0), (200, 200)] {
+            let (x, y) = (list(a, 500), list(b, 5000));
+            let want: Vec<u32> = x.iter().copied().filter(|s| y.contains(s)).collect();
+            let mut got = x.clone();
+            intersect(&mut got, &y);
+            assert_eq!(got, want, "{a} and {b}");
+        }
+    }
 
     fn ticket(order_id: u64, creator: &str, status: Status, name: &str, created: i64) -> Ticket {
         Ticket {
