@@ -7,7 +7,7 @@
 //!
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
-//! | `t` project `\0` order_id>>8 (u64 BE) | a chunk: up to 256 tickets' records  |
+//! | `t` project `\0` order_id>>7 (u64 BE) | a chunk: up to 128 tickets' records  |
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
@@ -28,18 +28,20 @@ const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
-/// 4: chunks of 256 records (3 was chunks of 64, 2 one record per key, 1 JSON).
-const FORMAT_VERSION: u64 = 4;
+/// 5: chunks of 128 records (4 was chunks of 256, 3 of 64, 2 one record per key, 1 JSON).
+const FORMAT_VERSION: u64 = 5;
 
 /// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
 /// a key lands in), so tickets that are created together, in `order_id` order, are stored
-/// together: one key for 256 `order_id`s. A project that takes every tenth id (the benchmark's
-/// ten projects) fills a 256-id chunk with about 25 tickets; a 64-id chunk held about 6, and
-/// its sled writes cost about a tenth more daemon CPU per event. A chunk is
-/// `[order_id u64 BE][len u32 BE][record]...`, ascending. What a flush rewrites does not grow
-/// with the chunk: the tickets live at a flush span a range of ids, and the chunks that range
-/// touches are rewritten whatever their size, plus at most one chunk's overhang at each end.
-const CHUNK_BITS: u32 = 8;
+/// together: one key for 128 `order_id`s. A project that takes every tenth id (the benchmark's
+/// ten projects) fills a 128-id chunk with about 13 tickets. Chunks of 64 ids (about 6) cost
+/// about a tenth more daemon CPU per event; chunks of 256 cost about 130 MiB more peak RSS
+/// through a 1M-ticket benchmark (sled holds larger nodes), which left too little margin under
+/// its 1 GiB target. A chunk is `[order_id u64 BE][len u32 BE][record]...`, ascending. What a
+/// flush rewrites does not grow with the chunk: the tickets live at a flush span a range of
+/// ids, and the chunks that range touches are rewritten whatever their size, plus at most one
+/// chunk's overhang at each end.
+const CHUNK_BITS: u32 = 7;
 
 fn chunk_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
     ticket_key(project, order_id >> CHUNK_BITS)
