@@ -390,8 +390,9 @@ pub fn parse_time_ms(raw: &str) -> Option<i64> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits) as ms since the epoch, or `None`
-/// for anything else, including dates that do not exist. A tenth of the cost of the general
-/// parser, per event; a test holds it to the same answers.
+/// for anything else, including dates that do not exist. Plain arithmetic for the usual case,
+/// where the general parser (about 1.3% of a 300k-ticket ingest profile) walks a format
+/// description; a test holds both to the same answers.
 fn parse_utc_ms(raw: &[u8]) -> Option<i64> {
     let number = |digits: &[u8]| -> Option<i64> {
         digits.iter().try_fold(0i64, |n, &d| {
