@@ -24,6 +24,13 @@
 //!   trigram lists, smallest first, and checks the few candidates left; shorter needles, and the
 //!   `coc:JobType` condition, are checked on the rows of the chosen group. The planner takes
 //!   whichever candidate set is smaller.
+//! - **Checking candidates is memory-bound**, so it is laid out for the memory: a project's
+//!   names lie back to back in one string ([`Names`]) in row order, the candidates are visited
+//!   in row order with their rows and names requested some candidates ahead ([`prefetch`]), and
+//!   the page is chosen among `(order_id, slot)` pairs rather than through row pointers. At 1M
+//!   tickets (100k in the project, rows in `order_id` order as the daemon builds them), in-process
+//!   on this machine: `name_like=kalo` (~3,100 candidates) went from 434–441 to 217–226 µs at the
+//!   median, and `name_like=ka` (a walk over all 100k rows) from 18.9 to 5.4 ms.
 
 use std::sync::Arc;
 
@@ -110,7 +117,7 @@ pub struct Page {
 /// An interned string's number: creators, job types and regions repeat across many rows.
 type Sym = u32;
 
-/// What the view keeps of one ticket (about 100 bytes plus its name and uuid).
+/// What the view keeps of one ticket (80 bytes, plus its uuid, and its name in [`Names`]).
 #[derive(Debug, Clone)]
 struct Slot {
     order_id: u64,
@@ -121,8 +128,75 @@ struct Slot {
     creator: Sym,
     job_type: Sym,
     region_ids: Sym,
-    name: Box<str>,
+    /// Where the name is in its project's [`Names`].
+    name: Span,
     execute_uuid: Box<str>,
+}
+
+/// A name's place in [`Names`]: byte offset and length.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    at: u64,
+    len: u32,
+}
+
+/// A project's `order_name`s, back to back in one string, in the order their rows came.
+///
+/// Why not a `Box<str>` per row: a name search checks thousands of names per request (every
+/// candidate the trigrams leave, or every row of a group for a needle shorter than a trigram).
+/// Names allocated one by one lie all over the heap, and each check was a cache and TLB miss:
+/// 200–280 ns a row, 60% of a `name_like` request, measured on this machine. Here rows checked
+/// in slot order read the string in address order, and a row costs no allocation of its own.
+///
+/// A renamed or removed row's old bytes stay behind as `dead`; the string is rewritten, in slot
+/// order, once they are half of it.
+#[derive(Default)]
+struct Names {
+    text: String,
+    dead: usize,
+}
+
+impl Names {
+    fn get(&self, s: Span) -> &str {
+        &self.text[s.at as usize..s.at as usize + s.len as usize]
+    }
+
+    /// Starts loading a name (see [`prefetch`]).
+    fn prefetch(&self, s: Span) {
+        if let Some(b) = self.text.as_bytes().get(s.at as usize) {
+            prefetch(b);
+        }
+    }
+
+    fn push(&mut self, name: &str) -> Span {
+        let at = self.text.len() as u64;
+        self.text.push_str(name);
+        Span {
+            at,
+            len: name.len() as u32,
+        }
+    }
+
+    /// Marks a span's bytes as no longer used; `true` when the string should be rewritten.
+    fn free(&mut self, s: Span) -> bool {
+        self.dead += s.len as usize;
+        self.dead > 4096 && self.dead * 2 > self.text.len()
+    }
+
+    /// The string again, with only the names `slots` point at, in slot order.
+    fn compact(&mut self, slots: &mut [Slot]) {
+        let mut text = String::with_capacity(self.text.len() - self.dead);
+        for s in slots {
+            let name = self.get(s.name);
+            s.name = Span {
+                at: text.len() as u64,
+                len: s.name.len,
+            };
+            text.push_str(name);
+        }
+        self.text = text;
+        self.dead = 0;
+    }
 }
 
 /// Whether `name` holds `needle` (already lower-cased), ignoring case. ASCII names (the usual
@@ -402,6 +476,8 @@ fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
 /// stream itself), never from requests, which only look keys up.
 struct ProjectRows {
     slots: Vec<Slot>,
+    /// Every row's name (a span in each slot points into it).
+    text: Names,
     by_uuid: FxHashMap<Box<str>, u32>,
     all: Group,
     by_creator: FxHashMap<Sym, Group>,
@@ -420,9 +496,11 @@ impl ProjectRows {
 
     /// Puts every row's name in the name index (a bulk build leaves them out until the end).
     fn index_all_names(&mut self) {
-        let ProjectRows { slots, names, .. } = self;
+        let ProjectRows {
+            slots, names, text, ..
+        } = self;
         for (i, s) in slots.iter().enumerate() {
-            add_name(names, i as u32, &lowered(&s.name));
+            add_name(names, i as u32, &lowered(text.get(s.name)));
         }
     }
 
@@ -532,7 +610,7 @@ impl Index {
         let job_type = self.intern_like(old.map(|o| o.1), &t.job_type);
         let region_ids = self.intern_like(old.map(|o| o.2), &t.region_ids);
         let lower = || lowered(&t.order_name);
-        let slot = || Slot {
+        let slot = |name: Span| Slot {
             order_id: t.order_id,
             gmt_created: t.gmt_created,
             gmt_finished: t.gmt_finished,
@@ -540,7 +618,7 @@ impl Index {
             creator,
             job_type,
             region_ids,
-            name: t.order_name.as_str().into(),
+            name,
             execute_uuid: t.execute_uuid.as_str().into(),
         };
         let p = self.projects.entry(t.project.clone()).or_default();
@@ -560,7 +638,8 @@ impl Index {
                     p.index_name(i, &lower());
                 }
                 p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
-                p.slots.push(slot());
+                let name = p.text.push(&t.order_name);
+                p.slots.push(slot(name));
                 self.len += 1;
             }
             Some(i) => {
@@ -587,8 +666,9 @@ impl Index {
                         .set_status(t.order_id, t.status);
                 }
                 let old = &p.slots[i as usize];
-                if names && *old.name != *t.order_name {
-                    let old_lower = lowered(&old.name).into_owned();
+                let renamed = p.text.get(old.name) != t.order_name;
+                if names && renamed {
+                    let old_lower = lowered(p.text.get(old.name)).into_owned();
                     p.unindex_name(i, &old_lower);
                     p.index_name(i, &lower());
                 }
@@ -598,17 +678,23 @@ impl Index {
                     p.by_uuid.remove(&old_uuid);
                     p.by_uuid.insert(t.execute_uuid.as_str().into(), i);
                 }
+                if renamed {
+                    let old = p.slots[i as usize].name;
+                    p.slots[i as usize] = slot(p.text.push(&t.order_name));
+                    if p.text.free(old) {
+                        p.text.compact(&mut p.slots);
+                    }
+                    return;
+                }
                 let s = &mut p.slots[i as usize];
-                // Only what an event can change; the name and uuid allocations are kept.
+                // Only what an event can change; the uuid allocation is kept.
                 s.gmt_finished = t.gmt_finished;
                 s.status = t.status;
                 s.creator = creator;
                 s.gmt_created = t.gmt_created;
                 s.job_type = job_type;
                 s.region_ids = region_ids;
-                if *s.name != *t.order_name {
-                    *s = slot();
-                } else if *s.execute_uuid != *t.execute_uuid {
+                if *s.execute_uuid != *t.execute_uuid {
                     s.execute_uuid = t.execute_uuid.as_str().into();
                 }
             }
@@ -626,12 +712,17 @@ impl Index {
         };
         let s = &p.slots[i as usize];
         let creator = s.creator;
-        let lower = lowered(&s.name).into_owned();
+        let lower = lowered(p.text.get(s.name)).into_owned();
         let uuid = s.execute_uuid.clone();
         for g in p.groups_mut(creator) {
             g.remove(order_id);
         }
         p.unindex_name(i, &lower);
+        // The slot stays; its name is no longer needed.
+        let name = std::mem::take(&mut p.slots[i as usize].name);
+        if p.text.free(name) {
+            p.text.compact(&mut p.slots);
+        }
         if p.by_uuid.get(&uuid) == Some(&i) {
             p.by_uuid.remove(&uuid);
         }
@@ -656,10 +747,10 @@ impl Index {
         self.len == 0
     }
 
-    fn row(&self, s: &Slot) -> Row {
+    fn row(&self, p: &ProjectRows, s: &Slot) -> Row {
         Row {
             order_id: s.order_id,
-            order_name: s.name.to_string(),
+            order_name: p.text.get(s.name).to_string(),
             execute_uuid: s.execute_uuid.to_string(),
             gmt_created: s.gmt_created,
             gmt_finished: s.gmt_finished,
@@ -706,14 +797,16 @@ impl Index {
                 .collect()
         });
         let residual = |s: &Slot| {
-            needle.as_deref().is_none_or(|n| name_holds(&s.name, n))
+            needle
+                .as_deref()
+                .is_none_or(|n| name_holds(p.text.get(s.name), n))
                 && job_types.as_ref().is_none_or(|j| j.contains(&s.job_type))
         };
         let mut data = Vec::with_capacity(limit);
         if needle.is_none() && job_types.is_none() {
             // Equality filters and a time range only: the group answers both.
             group.walk_desc(below, time, status, |e| {
-                data.push(self.row(&p.slots[e.slot as usize]));
+                data.push(self.row(p, &p.slots[e.slot as usize]));
                 data.len() < limit
             });
             return Page {
@@ -727,8 +820,19 @@ impl Index {
         match postings {
             // Few rows hold the needle's trigrams: check those, then order the page.
             Some(slots) => {
-                let mut hits: Vec<&Slot> = Vec::new();
-                for i in slots {
+                // (order_id, slot) of the matches below the marker: ordering them compares
+                // numbers, not rows reached through pointers (that was a fifth of the time).
+                let mut hits: Vec<(u64, u32)> = Vec::new();
+                for (k, &i) in slots.iter().enumerate() {
+                    // The candidates are scattered rows: ask for the rows some candidates ahead,
+                    // and for the names of those half as far ahead (their rows have arrived by
+                    // then), so that many loads are under way at once instead of one at a time.
+                    if let Some(&ahead) = slots.get(k + PREFETCH_AHEAD) {
+                        prefetch(&p.slots[ahead as usize]);
+                    }
+                    if let Some(&ahead) = slots.get(k + PREFETCH_AHEAD / 2) {
+                        p.text.prefetch(p.slots[ahead as usize].name);
+                    }
                     let s = &p.slots[i as usize];
                     let ok = q.status.is_none_or(|st| s.status == st)
                         && creator.is_none_or(|c| s.creator == c)
@@ -737,16 +841,19 @@ impl Index {
                     if ok {
                         total += 1;
                         if s.order_id < below {
-                            hits.push(s);
+                            hits.push((s.order_id, i));
                         }
                     }
                 }
                 if hits.len() > limit {
-                    hits.select_nth_unstable_by(limit, |a, b| b.order_id.cmp(&a.order_id));
+                    hits.select_nth_unstable_by(limit, |a, b| b.cmp(a));
                     hits.truncate(limit);
                 }
-                hits.sort_unstable_by_key(|s| std::cmp::Reverse(s.order_id));
-                data.extend(hits.into_iter().map(|s| self.row(s)));
+                hits.sort_unstable_by(|a, b| b.cmp(a));
+                data.extend(
+                    hits.into_iter()
+                        .map(|(_, i)| self.row(p, &p.slots[i as usize])),
+                );
             }
             // The group (within the time range) is the smaller set: walk it all, counting.
             None => group.walk_desc(u64::MAX, time, status, |e| {
@@ -754,7 +861,7 @@ impl Index {
                 if residual(s) {
                     total += 1;
                     if e.order_id < below && data.len() < limit {
-                        data.push(self.row(s));
+                        data.push(self.row(p, s));
                     }
                 }
                 true
@@ -762,6 +869,28 @@ impl Index {
         }
         Page { total, data }
     }
+}
+
+/// How many candidates ahead [`Index::query`] asks for rows.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to start loading the memory at `x` (both ends, should it straddle two cache
+/// lines), without waiting for it. A hint only: no effect on what the program computes.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p: *const i8 = (x as *const T).cast();
+        // SAFETY: `sse` is part of every x86_64 target, and a prefetch never faults, whatever
+        // the address (both are within `x` here anyway).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(size_of::<T>().saturating_sub(1)));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// The slots (ascending) whose name holds every trigram of `needle`, if the needle has trigrams
@@ -1160,6 +1289,61 @@ mod tests {
             bulk.query(&renamed.project, &q)
         };
         assert_eq!(ids(&zebra), vec![renamed.order_id]);
+    }
+
+    #[test]
+    fn names_rewritten_after_renames_and_removals_still_answer() {
+        // Long names renamed again and again, and rows removed, leave enough dead bytes that the
+        // names string is rewritten several times; every name query must still be right.
+        let mut ix = Index::default();
+        let mut all = HashMap::new();
+        let p = ProjectId::parse("p").unwrap();
+        let name = |id: u64, round: u64| format!("ticket {id} Round-{round} {}", "x".repeat(40));
+        for id in 1..=400u64 {
+            let t = ticket(id, "c", Status::Ready, &name(id, 0), id as i64);
+            ix.upsert(&t);
+            all.insert(id, t);
+        }
+        for round in 1..=6u64 {
+            for id in (1..=400u64).filter(|id| id % 7 != round) {
+                if let Some(t) = all.get_mut(&id) {
+                    t.order_name = name(id, round);
+                    ix.upsert(t);
+                }
+            }
+            for id in round * 50..round * 50 + 10 {
+                if all.remove(&id).is_some() {
+                    ix.remove(&p, id);
+                }
+            }
+            let live: usize = all.values().map(|t| t.order_name.len()).sum();
+            let rows = &ix.projects[&p];
+            assert!(
+                rows.text.text.len() <= 2 * live + 4096 + 64,
+                "round {round}: {} bytes held for {live} live",
+                rows.text.text.len()
+            );
+            for needle in [
+                "round-",
+                &format!("round-{round} "),
+                "ticket 1",
+                "T 39",
+                "xxx",
+            ] {
+                let mut q = Query::all();
+                q.limit = PageLimit::parse("100").unwrap();
+                q.name_like = Some(FilterText::parse(needle, "name_like").unwrap());
+                let page = ix.query(&p, &q);
+                assert_eq!(
+                    (page.total, ids(&page)),
+                    naive(&all, &q),
+                    "{round} {needle}"
+                );
+                for row in &page.data {
+                    assert_eq!(row.order_name, all[&row.order_id].order_name);
+                }
+            }
+        }
     }
 
     #[test]
