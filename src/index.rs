@@ -179,10 +179,13 @@ impl Names {
         }
     }
 
-    /// Marks a span's bytes as no longer used; `true` when the string should be rewritten.
-    fn free(&mut self, s: Span) -> bool {
+    /// Marks the bytes of `s`, which no slot points at any more, as no longer used, and rewrites
+    /// the string once they are half of it.
+    fn free(&mut self, s: Span, slots: &mut [Slot]) {
         self.dead += s.len as usize;
-        self.dead > 4096 && self.dead * 2 > self.text.len()
+        if self.dead > 4096 && self.dead * 2 > self.text.len() {
+            self.compact(slots);
+        }
     }
 
     /// The string again, with only the names `slots` point at, in slot order.
@@ -683,9 +686,7 @@ impl Index {
                 if renamed {
                     let old = p.slots[i as usize].name;
                     p.slots[i as usize] = slot(p.text.push(&t.order_name));
-                    if p.text.free(old) {
-                        p.text.compact(&mut p.slots);
-                    }
+                    p.text.free(old, &mut p.slots);
                     return;
                 }
                 let s = &mut p.slots[i as usize];
@@ -722,9 +723,7 @@ impl Index {
         p.unindex_name(i, &lower);
         // The slot stays; its name is no longer needed.
         let name = std::mem::take(&mut p.slots[i as usize].name);
-        if p.text.free(name) {
-            p.text.compact(&mut p.slots);
-        }
+        p.text.free(name, &mut p.slots);
         if p.by_uuid.get(&uuid) == Some(&i) {
             p.by_uuid.remove(&uuid);
         }
