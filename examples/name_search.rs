@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use ticket_ledger::bench::History;
+use ticket_ledger::bench::{History, percentiles};
 use ticket_ledger::domain::{FilterText, ProjectId};
 use ticket_ledger::index::{Index, Query};
 
@@ -41,13 +41,7 @@ fn main() {
             total = index.query(&project, &q).total;
             times.push(started.elapsed().as_secs_f64() * 1e6);
         }
-        times.sort_by(f64::total_cmp);
-        let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
-        println!(
-            "{needle}: total {total}, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-            at(0.5),
-            at(0.99),
-            at(1.0)
-        );
+        let [p50, p99, max] = percentiles(times);
+        println!("{needle}: total {total}, p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs");
     }
 }

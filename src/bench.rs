@@ -357,14 +357,25 @@ struct Latency {
     total: u64,
 }
 
+/// p50, p99 and max of `times`, as every latency of the benchmark is reported (also used by
+/// `examples/name_search.rs`, so that its in-process figures are read the same way). Zeros for
+/// no times.
+pub fn percentiles(mut times: Vec<f64>) -> [f64; 3] {
+    if times.is_empty() {
+        return [0.0; 3];
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    [pct(0.50), pct(0.99), times[times.len() - 1]]
+}
+
 impl Latency {
-    fn from_times(mut times: Vec<f64>, rps: f64, total: u64) -> Self {
-        times.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    fn from_times(times: Vec<f64>, rps: f64, total: u64) -> Self {
+        let [p50_us, p99_us, max_us] = percentiles(times);
         Latency {
-            p50_us: pct(0.50),
-            p99_us: pct(0.99),
-            max_us: *times.last().unwrap_or(&0.0),
+            p50_us,
+            p99_us,
+            max_us,
             rps,
             total,
         }
