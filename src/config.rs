@@ -53,17 +53,6 @@ pub struct StoreSettings {
     pub cache_mb: u64,
 }
 
-impl StoreSettings {
-    /// The write-behind policy these settings describe.
-    pub fn flush_policy(&self) -> crate::projection::FlushPolicy {
-        crate::projection::FlushPolicy {
-            max_events: self.flush_events.max(1),
-            max_interval: std::time::Duration::from_millis(self.flush_interval_ms),
-            cache_mb: self.cache_mb.max(1),
-        }
-    }
-}
-
 /// When to run a `nats-server` child process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,7 +85,7 @@ pub struct NatsSettings {
     /// Timeout of one connection attempt, ms.
     pub connect_timeout_ms: u64,
     /// Whether ingest and rebuild receive the stream on a connection of their own
-    /// ([`crate::wire`]) rather than through the client library (which they still use for a
+    /// ([`crate::nats::wire`]) rather than through the client library (which they still use for a
     /// server that asks for TLS).
     pub own_reader: bool,
 }
@@ -110,7 +99,7 @@ pub struct IngestSettings {
     pub max_event_bytes: usize,
     /// When the daemon (re)connects this many events or more behind the stream, it folds the
     /// backlog without keeping the list view in step and rebuilds the view from the records once
-    /// caught up (see [`crate::projection::Projection::suspend_view`]). 0: always keep it.
+    /// caught up (see [`crate::store::Projection::suspend_view`]). 0: always keep it.
     pub catch_up_events: u64,
 }
 

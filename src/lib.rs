@@ -6,51 +6,29 @@
 //!
 //! # Layout
 //!
-//! The functional core (no I/O, tested exhaustively):
-//! - [`domain`]: newtypes that parse, not validate: page size, marker, status, time range,
-//!   project id.
-//! - [`events`]: event contract v1 (CloudEvents 1.0 JSON): decode with a reason for every
-//!   refusal, and encode for `emit`.
-//! - [`fold`]: the ticket state machine, `(ticket?, event) -> ticket | rejection`.
-//! - [`batch`]: many messages into one commit, each touched ticket written once.
-//! - [`index`]: the in-memory query view: keyset pages, totals kept or zone-mapped, trigrams.
-//! - [`record`]: the compact, deterministic binary form of a stored ticket record.
-//! - [`sign`]: `SDK-HMAC-SHA256` request signatures of the official Huawei Cloud SDKs.
+//! Layers as folders, innermost first; each may use the ones above it in this list, never one
+//! below (`scripts/check-layers.sh` checks the rules CI can check):
 //!
-//! The imperative shell:
-//! - [`store`]: sled: records, dead letters and the stream position, one atomic batch per flush.
-//! - [`projection`]: store + query view kept in step, with a write-behind buffer between them;
-//!   what ingest writes and the API reads.
-//! - [`broker`]: the NATS connection, the event stream, and a child `nats-server` when needed.
-//! - [`wire`]: the reader's own NATS connection: the protocol for one subscription, no more.
-//! - [`ingest`]: the loop: ordered consumer from the stored position, fold, commit; reconnects.
-//! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
-//! - [`auth`]: hashed tokens, grants and tenancy.
-//! - [`api`]: the axum router, handlers and Huawei-shaped errors.
-//! - [`app`]: `App::build` / `App::run`: start-up and graceful shutdown.
-//! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
-//!   rebuild with progress, `verify`.
-//! - [`bench`]: the benchmark: the ledger against the raw read rate of the same stream.
-//! - [`config`], [`telemetry`], [`cli`]: settings, logging and the command line.
+//! - [`core`]: the functional core: domain types, events, the fold, batching, record encoding.
+//!   No I/O of any kind.
+//! - [`view`]: the in-memory query index (groups and zone maps, names and trigrams, the
+//!   planner). Uses `core` only; no I/O.
+//! - [`store`]: sled, the projection that keeps it and the view in step, write-behind, and
+//!   blue/green generations. Uses `core` and `view`.
+//! - [`nats`]: everything that speaks to the broker: `nats.url`, launching `nats-server`, the
+//!   stream, the reader and its own wire connection. Uses `core` and `config`.
+//! - [`http`]: the axum router, one file per resource, Huawei-shaped errors, tokens and
+//!   signatures. Uses the layers above.
+//! - [`ops`]: ingest, rebuild, the auditor's client, `verify` and the command line.
+//! - [`app`]: `App::build` / `App::run`: wires it all together, with graceful shutdown.
+//! - [`config`], [`telemetry`]: settings and logging, read by every shell layer.
 
-pub mod api;
 pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod batch;
-pub mod bench;
-pub mod broker;
-pub mod cli;
 pub mod config;
-pub mod domain;
-pub mod events;
-pub mod fold;
-pub mod index;
-pub mod ingest;
-pub mod projection;
-pub mod record;
-pub mod replay;
-pub mod sign;
+pub mod core;
+pub mod http;
+pub mod nats;
+pub mod ops;
 pub mod store;
 pub mod telemetry;
-pub mod wire;
+pub mod view;

@@ -6,8 +6,13 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (the same number in its v2 and v3 headers).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc's `mi_option_purge_delay`, read by `build.rs` from the `mimalloc.h` that is compiled
+/// in (libmimalloc-sys's bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    match i32::from_str_radix(env!("TICKET_LEDGER_MI_OPTION_PURGE_DELAY"), 10) {
+        Ok(n) => n,
+        Err(_) => panic!("build.rs writes a number"),
+    };
 
 fn main() -> anyhow::Result<()> {
     // Freed memory goes back to the OS after 1 s unused rather than 10 ms: the fold frees and
@@ -31,5 +36,5 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(ticket_ledger::cli::main())
+        .block_on(ticket_ledger::ops::cli::main())
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use ticket_ledger::audit::{self, AdminClient};
-use ticket_ledger::events::Kind;
+use ticket_ledger::core::events::Kind;
+use ticket_ledger::ops::audit::{self, AdminClient};
 
 use crate::helpers::*;
 

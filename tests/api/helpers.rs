@@ -2,9 +2,8 @@
 //! real daemon (in-process via `App`, or as the compiled binary) with its own sled dir. Everything
 //! is cleaned up on drop.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +12,15 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use tempfile::TempDir;
 use ticket_ledger::app::App;
-use ticket_ledger::auth::hash_token;
 use ticket_ledger::config::{
     AccessKeySettings, AuthSettings, Embedded, PrincipalSettings, Settings, TokenSettings,
 };
-use ticket_ledger::domain::ProjectId;
-use ticket_ledger::events::{CreatedData, Event, Kind};
-use ticket_ledger::projection::{Ledger, Projection};
+use ticket_ledger::core::domain::ProjectId;
+use ticket_ledger::core::events::{CreatedData, Event, Kind};
+use ticket_ledger::http::auth::hash_token;
+use ticket_ledger::nats::find_binary;
+use ticket_ledger::nats::server::{Launch, reported_port};
+use ticket_ledger::store::{Ledger, Projection};
 use tokio_util::sync::CancellationToken;
 
 pub const PREFIX: &str = "coc.job.script";
@@ -34,27 +35,7 @@ pub const TOKEN_ADMIN: &str = "token-admin";
 /// Grants proj-a, list and get, under the condition coc:JobType = SCRIPT.
 pub const TOKEN_SCRIPTS_ONLY: &str = "token-scripts-only";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nats_binary() -> PathBuf {
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
-    {
-        let p = dir.join("nats-server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("nats-server not found: `apt-get install nats-server` (.ci/run does it)")
-}
-
-/// A real nats-server with JetStream, on a free port, with its own store dir.
+/// A real nats-server with JetStream, on a port it picked itself, with its own store dir.
 pub struct NatsServer {
     pub port: u16,
     dir: TempDir,
@@ -63,41 +44,43 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> Self {
-        let mut s = NatsServer {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        s.start_again();
-        s
+        let dir = tempfile::tempdir().unwrap();
+        let (child, port) = Self::launch(dir.path(), None);
+        NatsServer {
+            port,
+            dir,
+            child: Some(child),
+        }
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// (Re)starts the server on the same port and dir.
-    pub fn start_again(&mut self) {
-        let child = Command::new(nats_binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+    /// Starts nats-server through the daemon's own launcher, and waits for the port it reports.
+    fn launch(dir: &Path, port: Option<u16>) -> (Child, u16) {
+        let launch = Launch {
+            binary: find_binary(Path::new("nats-server"))
+                .expect("nats-server: `apt-get install nats-server` (.ci/run does it)"),
+            host: "127.0.0.1".into(),
+            port,
+            dir: dir.to_owned(),
+            log: None,
+        };
+        launch.clear_ports_file();
+        let child = launch
+            .command()
+            .unwrap()
             .spawn()
             .expect("starting nats-server");
+        let port = reported_port(dir, Duration::from_secs(15)).expect("nats-server's port");
+        (child, port)
+    }
+
+    /// Restarts the server on the same port and dir (after [`NatsServer::stop`]).
+    pub fn start_again(&mut self) {
+        let (child, _) = Self::launch(self.dir.path(), Some(self.port));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// Stops the server (SIGKILL).
@@ -159,28 +142,32 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
             token("scripts-only", TOKEN_SCRIPTS_ONLY),
         ],
         access_keys: vec![
-            access_key("sdk", AK, SK_ENV),
-            access_key("sdk-b", AK_B, SK_B_ENV),
+            access_key("sdk", AK, &secret_file(store, "sk-a", SK)),
+            access_key("sdk-b", AK_B, &secret_file(store, "sk-b", SK_B)),
         ],
     };
-    // SAFETY: every test sets the same values, before any thread reads them.
-    unsafe {
-        std::env::set_var(SK_ENV, SK);
-        std::env::set_var(SK_B_ENV, SK_B);
-    }
     s
+}
+
+/// Writes a secret key into the test's own store directory (a temp dir; the ledger only looks at
+/// its `gen-*` and `CURRENT` there), for `secret_key_file`: no test sets an environment
+/// variable while others run.
+fn secret_file(store: &Path, name: &str, secret: &str) -> std::path::PathBuf {
+    let dir = store.join("test-secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path
 }
 
 /// An access key of principal "sdk" (projects proj-a and proj-b, coc:job:list).
 pub const AK: &str = "TESTAK0000000000000A";
 /// Its secret key.
 pub const SK: &str = "test-secret-key-of-sdk";
-const SK_ENV: &str = "TICKET_LEDGER_TEST_SK";
 /// An access key of principal "sdk-b" (project proj-b only).
 pub const AK_B: &str = "TESTAK0000000000000B";
 /// Its secret key.
 pub const SK_B: &str = "test-secret-key-of-sdk-b";
-const SK_B_ENV: &str = "TICKET_LEDGER_TEST_SK_B";
 
 fn principal(
     name: &str,
@@ -203,12 +190,12 @@ fn token(principal: &str, token: &str) -> TokenSettings {
     }
 }
 
-fn access_key(principal: &str, ak: &str, env: &str) -> AccessKeySettings {
+fn access_key(principal: &str, ak: &str, secret_file: &Path) -> AccessKeySettings {
     AccessKeySettings {
         principal: principal.into(),
         access_key: ak.into(),
-        secret_key_env: Some(env.into()),
-        secret_key_file: None,
+        secret_key_env: None,
+        secret_key_file: Some(secret_file.to_owned()),
     }
 }
 
@@ -350,7 +337,7 @@ pub fn created(
 /// Makes sure the stream exists (as the daemon would), so publishing never races its creation.
 pub async fn ensure_stream(js: &jetstream::Context) {
     let s = Settings::defaults();
-    ticket_ledger::broker::ensure_stream(js, &s.nats)
+    ticket_ledger::nats::ensure_stream(js, &s.nats)
         .await
         .unwrap();
 }
@@ -413,4 +400,40 @@ pub async fn publish_raw(
         last = last.max(a.await.unwrap().sequence);
     }
     last
+}
+
+/// Spawns the daemon binary as `cmd` says, with `http.listen` on port 0, and returns it with the
+/// port it bound, read from its JSON log line "listening" (the child reports its port; nobody
+/// guesses a free one). Its log goes on being drained on a thread, so it never blocks on a full
+/// pipe.
+pub fn spawn_reporting_port(mut cmd: std::process::Command) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env("TICKET_LEDGER_LOG__FORMAT", "json")
+        .env("TICKET_LEDGER_LOG__LEVEL", "warn,ticket_ledger::app=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the daemon");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "listening"
+                && let Some(port) = v["fields"]["addr"]
+                    .as_str()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+            {
+                let _ = tx.send(port);
+            } else if v["level"] != "INFO" {
+                eprintln!("daemon: {line}");
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon reported no port within 60 s");
+    (child, port)
 }

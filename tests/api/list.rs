@@ -2,7 +2,7 @@
 //! against a reference computed in the test from the events it published.
 
 use serde_json::Value;
-use ticket_ledger::events::{Event, Kind};
+use ticket_ledger::core::events::{Event, Kind};
 
 use crate::helpers::*;
 

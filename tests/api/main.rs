@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use helpers::*;
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_ledger::events::Kind;
+use ticket_ledger::core::events::Kind;
 
 /// The events behind the spec's example page: five tickets, 74 to 70, with the example's times,
 /// statuses, names and uuids. The page must come back exactly as the spec prints it, with a
@@ -103,8 +103,9 @@ async fn the_spec_example_page_comes_back_exactly() {
 async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     let (_nats, _store, app, js) = start_env().await;
     let p = "proj-a";
-    let good =
-        |e: &ticket_ledger::events::Event| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()));
+    let good = |e: &ticket_ledger::core::events::Event| {
+        (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()))
+    };
     let c1 = created(p, 1, 1_000, "one", "alice", "u1", "r");
     let s1 = ev(p, 1, Kind::Started, 2_000);
     let mut wrong_type = ev(p, 1, Kind::Paused, 2_500).to_json();
@@ -274,12 +275,12 @@ async fn the_api_answers_while_nats_is_away_and_ingest_catches_up() {
 }
 
 trait ParseProject {
-    fn parse_project(&self) -> ticket_ledger::domain::ProjectId;
+    fn parse_project(&self) -> ticket_ledger::core::domain::ProjectId;
 }
 
 impl ParseProject for str {
-    fn parse_project(&self) -> ticket_ledger::domain::ProjectId {
-        ticket_ledger::domain::ProjectId::parse(self).unwrap()
+    fn parse_project(&self) -> ticket_ledger::core::domain::ProjectId {
+        ticket_ledger::core::domain::ProjectId::parse(self).unwrap()
     }
 }
 
@@ -321,7 +322,16 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
         let batch = next_batch(&mut batches).await;
         assert!(batch.iter().all(|d| d.event.is_ok()));
         if seqs.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Hold the reader back until the client has dropped deliveries (polled to a
+            // deadline), so that the gap is there to be seen whatever the machine's speed.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while dropped.load(Ordering::Relaxed) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the client never dropped a delivery: the test cannot exercise a gap"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         seqs.extend(batch.iter().map(|d| d.raw.seq));
     }
@@ -377,7 +387,8 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
 }
 
 /// What `broker::read_batches` hands out.
-type Batches = tokio::sync::mpsc::Receiver<anyhow::Result<Vec<ticket_ledger::batch::Decoded>>>;
+type Batches =
+    tokio::sync::mpsc::Receiver<anyhow::Result<Vec<ticket_ledger::core::batch::Decoded>>>;
 
 /// The daemon's stream reader (`broker::read_batches`) from the start of the test stream, in
 /// batches of at most `batch_size`, decoding with the tests' subject prefix.
@@ -390,17 +401,17 @@ async fn read_from_start(
         .get_stream(&nats.stream)
         .await
         .unwrap();
-    let rules = ticket_ledger::batch::DecodeRules {
+    let rules = ticket_ledger::core::batch::DecodeRules {
         subject_prefix: PREFIX.into(),
         max_event_bytes: 64 * 1024,
     };
-    ticket_ledger::broker::read_batches(client, &stream, nats, 1, batch_size, rules)
+    ticket_ledger::nats::read_batches(client, &stream, nats, 1, batch_size, rules)
         .await
         .unwrap()
 }
 
 /// The reader's next batch; the test fails if the reader stalls for a minute, ends or fails.
-async fn next_batch(batches: &mut Batches) -> Vec<ticket_ledger::batch::Decoded> {
+async fn next_batch(batches: &mut Batches) -> Vec<ticket_ledger::core::batch::Decoded> {
     tokio::time::timeout(Duration::from_secs(60), batches.recv())
         .await
         .expect("the reader stalled")

@@ -3,8 +3,8 @@
 
 use axum::http::HeaderMap;
 use serde_json::Value;
-use ticket_ledger::events::Kind;
-use ticket_ledger::sign::{self, RequestParts};
+use ticket_ledger::core::events::Kind;
+use ticket_ledger::http::sign::{self, RequestParts};
 
 use crate::helpers::*;
 

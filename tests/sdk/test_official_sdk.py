@@ -1,6 +1,6 @@
 """The official Huawei Cloud Python SDK (huaweicloudsdkcoc) against a real ledger.
 
-Starts its own nats-server and the daemon binary on free ports, publishes tickets with
+Starts its own nats-server and the daemon binary, each on a port it binds itself and reports, publishes tickets with
 `ticket-ledger emit`, then runs the README's SDK snippet unchanged and goes on with the client it
 built: filters, marker paging, a wrong secret key.
 """
@@ -9,8 +9,9 @@ import json
 import os
 import re
 import shutil
-import socket
+import queue
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,10 +27,35 @@ AK = "SDKTESTACCESSKEY0001"
 SK = "sdk-test-secret-key"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def nats_port(ports_dir, timeout=15):
+    """The port a nats-server started with `-p -1 --ports_file_dir` reports having bound."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for f in Path(ports_dir).glob("*.ports"):
+            try:
+                return int(json.loads(f.read_text())["nats"][0].rsplit(":", 1)[1])
+            except (ValueError, KeyError, IndexError):
+                pass
+        time.sleep(0.02)
+    raise AssertionError("nats-server reported no port")
+
+
+def daemon_port(daemon, timeout=60):
+    """The port the daemon (listening on port 0) reports in its JSON log line "listening"; its
+    log goes on being drained on a thread."""
+    found = queue.Queue()
+
+    def drain():
+        for line in daemon.stderr:
+            try:
+                v = json.loads(line)
+            except ValueError:
+                continue
+            if v.get("fields", {}).get("message") == "listening":
+                found.put(int(v["fields"]["addr"].rsplit(":", 1)[1]))
+
+    threading.Thread(target=drain, daemon=True).start()
+    return found.get(timeout=timeout)
 
 
 def wait_for(pred, what, timeout=30):
@@ -103,29 +129,31 @@ def tickets():
 def ledger(tmp_path_factory):
     assert BINARY.exists(), f"{BINARY} is missing: run `cargo build` first (.ci/run does)"
     tmp = tmp_path_factory.mktemp("ledger")
-    nats_port, http_port = free_port(), free_port()
     nats = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(tmp / "js")],
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(tmp / "js"),
+         "--ports_file_dir", str(tmp)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = nats_port(tmp)
     (tmp / "sk").write_text(SK + "\n")
     config = tmp / "ledger.toml"
     config.write_text(f"""
 [http]
-listen = "127.0.0.1:{http_port}"
+listen = "127.0.0.1:0"
 [store]
 path = "{tmp / 'store'}"
 [nats]
-url = "nats://127.0.0.1:{nats_port}"
+url = "nats://127.0.0.1:{port}"
 embedded = "never"
 [auth]
 principals = [{{ name = "sdk", projects = ["demo"], actions = ["coc:job:list"] }}]
 tokens = []
 access_keys = [{{ principal = "sdk", access_key = "{AK}", secret_key_file = "{tmp / 'sk'}" }}]
 """)
-    env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__LEVEL="warn")
-    daemon = subprocess.Popen([str(BINARY), "serve"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{http_port}"
+    env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__FORMAT="json",
+               TICKET_LEDGER_LOG__LEVEL="warn,ticket_ledger::app=info")
+    daemon = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{daemon_port(daemon)}"
     try:
         wait_for(lambda: readyz(url)["nats_connected"], "the daemon")
         events, expected = tickets()

@@ -1,0 +1,132 @@
+//! The benchmark's history: N tickets over 10 projects, 200 creators, names from about 2,000
+//! words, 2–5 events each, interleaved as an executor running many tickets at once would emit
+//! them, the same every run (a fixed seed).
+
+use ticket_ledger::core::domain::ProjectId;
+use ticket_ledger::core::events::{CreatedData, Event, Kind};
+use ticket_ledger::core::fold::{self, Ticket};
+
+/// A small deterministic PRNG (SplitMix64): the same history every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SYLLABLES: [&str; 24] = [
+    "ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "va", "ze", "bo", "de", "fi", "gu", "ha", "jo",
+    "ke", "li", "mo", "ne", "po", "ru", "sa", "ti",
+];
+
+/// About 2,000 distinct words.
+fn word(rng: &mut Rng) -> String {
+    let n = rng.below(2_000);
+    let a = SYLLABLES[(n % 24) as usize];
+    let b = SYLLABLES[((n / 24) % 24) as usize];
+    let c = SYLLABLES[((n / 576) % 24) as usize];
+    format!("{a}{b}{c}")
+}
+
+/// The events of one ticket, in order.
+fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
+    let project = ProjectId::parse(&format!("project-{}", order_id % 10)).expect("valid");
+    let ev = |kind, t: i64, n: u64| Event {
+        id: format!("{order_id}-{n}"),
+        source: "bench-executor".into(),
+        kind,
+        time_ms: t,
+        project: project.clone(),
+        order_id,
+        created: None,
+    };
+    let mut created = ev(Kind::Created, t0, 0);
+    created.created = Some(CreatedData {
+        execute_uuid: format!("SCT{order_id:012}"),
+        order_name: format!("{}-{}-{}", word(rng), word(rng), rng.below(1000)),
+        creator: format!("creator-{}", rng.below(200)),
+        region_ids: "cn-north-4".into(),
+        job_type: "SCRIPT".into(),
+    });
+    let run = 1_000 + rng.below(600_000) as i64;
+    let mut out = vec![created, ev(Kind::Started, t0 + 50, 1)];
+    match rng.below(10) {
+        0..=5 => out.push(ev(Kind::Finished, t0 + run, 2)),
+        6 => out.push(ev(Kind::Cancelled, t0 + run, 2)),
+        7 => out.push(ev(Kind::Abnormal, t0 + run, 2)),
+        8 => {
+            out.push(ev(Kind::Paused, t0 + run / 3, 2));
+            out.push(ev(Kind::Resumed, t0 + run / 2, 3));
+            out.push(ev(Kind::Finished, t0 + run, 4));
+        }
+        _ => {} // still PROCESSING
+    }
+    out
+}
+
+/// The benchmark's history: `tickets` tickets, their events interleaved as an executor running
+/// about a thousand tickets at once would emit them, the same every time (a fixed seed).
+pub struct History {
+    rng: Rng,
+    tickets: u64,
+    next: u64,
+    live: Vec<(Vec<Event>, usize)>,
+}
+
+impl History {
+    /// The history of `tickets` tickets.
+    pub fn new(tickets: u64) -> Self {
+        History {
+            rng: Rng(42),
+            tickets,
+            next: 1,
+            live: Vec::new(),
+        }
+    }
+}
+
+/// An event, and the final state of its ticket (without history) when it is the ticket's last.
+pub type HistoryItem = (Event, Option<Ticket>);
+
+impl Iterator for History {
+    type Item = HistoryItem;
+
+    fn next(&mut self) -> Option<HistoryItem> {
+        const T_BASE: i64 = 1_700_000_000_000;
+        while self.live.len() < 1_000 && self.next <= self.tickets {
+            let t0 = T_BASE + self.next as i64 * 600;
+            self.live
+                .push((ticket_events(&mut self.rng, self.next, t0), 0));
+            self.next += 1;
+        }
+        if self.live.is_empty() {
+            return None;
+        }
+        let pick = self.rng.below(self.live.len() as u64) as usize;
+        let (events, cursor) = &mut self.live[pick];
+        let e = events[*cursor].clone();
+        *cursor += 1;
+        let mut last = None;
+        if *cursor == events.len() {
+            let mut t = None;
+            for e in events.iter() {
+                t = fold::apply(t, e, 0).ticket;
+            }
+            last = t.map(|mut t| {
+                t.history = Vec::new();
+                t
+            });
+            self.live.swap_remove(pick);
+        }
+        Some((e, last))
+    }
+}

@@ -1,0 +1,338 @@
+//! The run: start a broker, publish, read raw, start the daemon, time ingest, replay and queries,
+//! load PostgreSQL, measure memory and disk, write the report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::jetstream;
+use ticket_ledger::config::Settings;
+
+use crate::procs::{KillOnDrop, cpu_secs, dir_size, free_port, peak_rss_kib};
+use crate::reads::{Limit, RawRead, publish_history, raw_read, raw_read_own};
+use crate::stats::{Latency, get_page, measure_query, readyz};
+use crate::{BENCH_TOKEN, postgres, report};
+
+/// Benchmark options.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Tickets to generate.
+    pub tickets: u64,
+    /// Sequential requests per query kind (for p50/p99/max).
+    pub requests: usize,
+    /// Seconds of the 8-connection throughput run per query kind.
+    pub throughput_secs: u64,
+    /// Where to write the Markdown table.
+    pub out: PathBuf,
+    /// libpq-style connection string of the PostgreSQL baseline (skipped if none answers).
+    pub postgres: String,
+    /// The daemon binary.
+    pub daemon: PathBuf,
+}
+
+/// Runs the benchmark and writes the table.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    if !opts.daemon.is_file() {
+        bail!(
+            "no daemon binary at {}: build it first (`cargo build --release --workspace`) or pass --daemon",
+            opts.daemon.display()
+        );
+    }
+    let tmp = tempfile::tempdir().context("temp dir")?;
+    let launch = ticket_ledger::nats::server::Launch {
+        binary: ticket_ledger::nats::find_binary(Path::new("nats-server"))?,
+        host: "127.0.0.1".into(),
+        port: None,
+        dir: tmp.path().join("js"),
+        log: None,
+    };
+    let nats_bin = launch.binary.clone();
+    let nats = KillOnDrop(launch.command()?.spawn().context("starting nats-server")?);
+    let nats_port =
+        ticket_ledger::nats::server::reported_port(&launch.dir, Duration::from_secs(15))?;
+    let nats_pid = nats.0.id();
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut settings = Settings::defaults();
+    settings.nats.url = nats_url.clone();
+    let client = loop {
+        // The daemon's subscription capacity, so that the raw read drops nothing either.
+        let options = async_nats::ConnectOptions::new()
+            .subscription_capacity(ticket_ledger::nats::SUBSCRIPTION_CAPACITY);
+        if let Ok(c) = options.connect(nats_url.as_str()).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let js = jetstream::new(client.clone());
+    ticket_ledger::nats::ensure_stream(&js, &settings.nats).await?;
+
+    eprintln!("publishing {} tickets...", opts.tickets);
+    let mut finals = Vec::new();
+    let (events, publish_secs) = publish_history(
+        &js,
+        opts.tickets,
+        &settings.nats.subject_prefix,
+        &mut finals,
+    )
+    .await?;
+    eprintln!("published {events} events in {publish_secs:.1}s");
+    let per_event = |secs: f64| secs * 1e6 / events as f64;
+    // The limit: the whole stream read raw, through the client library's ordered consumer and
+    // through the daemon's own connection, taken again just before the replay, so that each
+    // phase is compared with the broker and the machine as they are at the time (both drift over
+    // a run of minutes on a shared 2-core machine; every reading is reported).
+    let raw_limit = || async {
+        let since = |cpu0: (f64, f64)| {
+            (
+                per_event(cpu_secs(nats_pid) - cpu0.0),
+                per_event(cpu_secs(0) - cpu0.1),
+            )
+        };
+        let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
+        let secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
+        let library = RawRead {
+            rate: events as f64 / secs,
+            cpu: since(cpu0),
+        };
+        let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
+        let secs = raw_read_own(&client, &js, &settings, events).await?;
+        let own = RawRead {
+            rate: events as f64 / secs,
+            cpu: since(cpu0),
+        };
+        for (how, r) in [("client library", library), ("own connection", own)] {
+            eprintln!(
+                "raw read ({how}): {:.0} events/s; CPU µs/event: nats-server {:.2}, reader {:.2}",
+                r.rate, r.cpu.0, r.cpu.1
+            );
+        }
+        anyhow::Ok(Limit { library, own })
+    };
+    let limit_1 = raw_limit().await?;
+
+    // The daemon, as a child process with its own store.
+    let http_port = free_port()?;
+    let store = tmp.path().join("store");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let config = tmp.path().join("bench.toml");
+    let projects: Vec<String> = (0..10).map(|i| format!("\"project-{i}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.principals]]\nname = \"bench\"\nprojects = [{}]\n\
+             actions = [\"coc:job:list\", \"coc:ledger:admin\"]\n\n\
+             [[auth.tokens]]\nprincipal = \"bench\"\nsha256 = \"{}\"\n\n\
+             [auth]\naccess_keys = []\n",
+            projects.join(", "),
+            ticket_ledger::http::auth::hash_token(BENCH_TOKEN)
+        ),
+    )?;
+    let started = Instant::now();
+    let nats_cpu = cpu_secs(nats_pid);
+    let mut daemon = KillOnDrop(
+        Command::new(&opts.daemon)
+            .arg("serve")
+            .env("TICKET_LEDGER_CONFIG", &config)
+            .env("TICKET_LEDGER_NATS__URL", &nats_url)
+            .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+            .env("TICKET_LEDGER_STORE__PATH", &store)
+            .env(
+                "TICKET_LEDGER_HTTP__LISTEN",
+                format!("127.0.0.1:{http_port}"),
+            )
+            .env("TICKET_LEDGER_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the daemon")?,
+    );
+    let pid = daemon.0.id();
+    let http = reqwest::Client::new();
+    loop {
+        if let Some(r) = readyz(&http, &base).await
+            && r["view_seq"].as_u64() == Some(events)
+        {
+            break;
+        }
+        if let Some(status) = daemon.0.try_wait()? {
+            bail!("the daemon exited during ingest ({status}); run it by hand to see why");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let ingest_rate = events as f64 / ingest_secs;
+    let ingest_rss_kib = peak_rss_kib(pid).unwrap_or(0);
+    let ingest_cpu = (
+        per_event(cpu_secs(nats_pid) - nats_cpu),
+        per_event(cpu_secs(pid)),
+    );
+    eprintln!(
+        "ingest: {ingest_rate:.0} events/s, peak RSS {} MiB; CPU µs/event: nats-server {:.2}, \
+         daemon {:.2}",
+        ingest_rss_kib / 1024,
+        ingest_cpu.0,
+        ingest_cpu.1
+    );
+
+    let limit_2 = raw_limit().await?;
+    let admin = ticket_ledger::ops::audit::AdminClient::new(&base, BENCH_TOKEN);
+    let started = Instant::now();
+    let cpu0 = (cpu_secs(nats_pid), cpu_secs(pid));
+    admin
+        .post("/v1/ledger/replay", serde_json::json!({}))
+        .await?;
+    loop {
+        let p = admin.get("/v1/ledger/replay").await?;
+        match p["phase"].as_str() {
+            Some("done") => break,
+            Some("failed") => bail!("replay failed: {p}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let replay_secs = started.elapsed().as_secs_f64();
+    let replay_rate = events as f64 / replay_secs;
+    let replay_cpu = (
+        per_event(cpu_secs(nats_pid) - cpu0.0),
+        per_event(cpu_secs(pid) - cpu0.1),
+    );
+    eprintln!(
+        "replay: {replay_rate:.0} events/s; CPU µs/event: nats-server {:.2}, daemon {:.2}",
+        replay_cpu.0, replay_cpu.1
+    );
+
+    // Queries, as the one project "project-0" (about a tenth of the tickets).
+    let mid = 1_700_000_000_000i64 + (opts.tickets as i64 / 2) * 600;
+    let span = (opts.tickets as i64 / 20) * 600;
+    let queries: Vec<(&str, String)> = vec![
+        ("no filter", "limit=10".into()),
+        ("creator", "limit=10&creator=creator-7".into()),
+        ("status", "limit=10&status=ABNORMAL".into()),
+        (
+            "creator+status",
+            "limit=10&creator=creator-7&status=FINISHED".into(),
+        ),
+        (
+            "time range",
+            format!("limit=10&start_time={}&end_time={}", mid - span, mid + span),
+        ),
+        ("name_like", "limit=10&name_like=kalo".into()),
+        (
+            "all filters",
+            format!(
+                "limit=10&creator=creator-7&status=FINISHED&name_like=ka&start_time={}&end_time={}",
+                mid - 4 * span,
+                mid + 4 * span
+            ),
+        ),
+        ("deep page", "limit=10&marker=200".into()),
+    ];
+    let mut rows = Vec::new();
+    for (name, q) in &queries {
+        let l = measure_query(
+            &http,
+            &base,
+            "project-0",
+            q,
+            opts.requests,
+            opts.throughput_secs,
+        )
+        .await
+        .with_context(|| format!("query {name}"))?;
+        eprintln!(
+            "{name}: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s",
+            l.p50_us, l.p99_us, l.rps
+        );
+        rows.push((name.to_string(), q.clone(), l));
+    }
+    // The deep page against the first page, alternating request by request so that both see
+    // the same machine (measured one after the other, they differed by the machine's drift).
+    let (first_p50, deep_p50) = {
+        let url = |q: &str| format!("{base}/v1/job/script/orders?{q}");
+        let (first_url, deep_url) = (url("limit=10"), url("limit=10&marker=200"));
+        let mut first = Vec::with_capacity(opts.requests);
+        let mut deep = Vec::with_capacity(opts.requests);
+        for _ in 0..opts.requests {
+            for (u, out) in [(&first_url, &mut first), (&deep_url, &mut deep)] {
+                let t = Instant::now();
+                get_page(&http, u, "project-0").await?;
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        (
+            Latency::from_times(first, 0.0, 0).p50_us,
+            Latency::from_times(deep, 0.0, 0).p50_us,
+        )
+    };
+    eprintln!("first page p50 {first_p50:.0}µs, deep page p50 {deep_p50:.0}µs (alternating)");
+    let rss_kib = peak_rss_kib(pid).unwrap_or(0);
+
+    // The same tickets and queries in PostgreSQL.
+    let mut baseline: Vec<Option<Latency>> = Vec::new();
+    let mut pg_version = None;
+    if let Some(pg) = postgres::connect(&opts.postgres).await {
+        pg_version = pg
+            .query_one("SHOW server_version", &[])
+            .await
+            .ok()
+            .map(|r| r.get::<_, String>(0));
+        eprintln!("loading {} tickets into PostgreSQL...", finals.len());
+        let secs = postgres::load(&pg, &finals).await?;
+        eprintln!("loaded and indexed in {secs:.1}s");
+        drop(finals);
+        for (name, q) in &queries {
+            let l = postgres::measure(
+                &opts.postgres,
+                &pg,
+                "project-0",
+                q,
+                opts.requests,
+                opts.throughput_secs,
+            )
+            .await
+            .with_context(|| format!("PostgreSQL query {name}"))?;
+            eprintln!(
+                "PostgreSQL {name}: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s (total {})",
+                l.p50_us, l.p99_us, l.rps, l.total
+            );
+            baseline.push(Some(l));
+        }
+        postgres::cleanup(&pg).await;
+    }
+
+    // A graceful stop writes everything; then the store is measured at rest.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let stopped = daemon.0.wait()?;
+    if !stopped.success() {
+        bail!("the daemon did not stop cleanly: {stopped}");
+    }
+    let disk = dir_size(&store);
+    let records = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            let ledger = ticket_ledger::store::Ledger::open(&store, Default::default())?;
+            Ok(ledger.current().store().record_bytes()?)
+        })
+        .await??
+    };
+    report::write_report(
+        &opts,
+        events,
+        publish_secs,
+        [limit_1, limit_2],
+        ingest_rate,
+        replay_rate,
+        [ingest_cpu, replay_cpu],
+        &rows,
+        (first_p50, deep_p50),
+        &baseline,
+        pg_version.as_deref(),
+        (ingest_rss_kib, rss_kib),
+        disk,
+        records,
+        &nats_bin,
+    )
+}

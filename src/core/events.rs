@@ -1,0 +1,840 @@
+//! Event contract v1: CloudEvents 1.0, structured JSON mode (see `docs/events.md`).
+//!
+//! Decoding is pure: bytes and a subject in, an [`Event`] or a [`DecodeError`] out. Nothing here
+//! touches NATS or sled, so every rejection is unit-tested without I/O. Encoding (for
+//! `ticket-ledger emit` and the tests) lives here too, so the two directions cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::core::domain::ProjectId;
+
+mod scan;
+
+/// The CloudEvents spec version the contract speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// Prefix of every event `type`: `coc.job.script.<kind>`.
+pub const TYPE_PREFIX: &str = "coc.job.script.";
+/// `job_type` of a `created` event that does not name one.
+pub const DEFAULT_JOB_TYPE: &str = "SCRIPT";
+/// Longest accepted CloudEvents `id` and `source`, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest accepted text field of `data` (`execute_uuid`, `order_name`, `creator`,
+/// `region_ids`, `job_type`), in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// What happened to a ticket. The kind is the last token of both the subject and the `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The ticket exists: READY.
+    Created,
+    /// The executor began running it.
+    Started,
+    /// An operator paused it.
+    Paused,
+    /// It runs again after a pause or an abnormal stop.
+    Resumed,
+    /// It failed but is not over.
+    Abnormal,
+    /// It completed.
+    Finished,
+    /// It was cancelled.
+    Cancelled,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 7] = [
+        Kind::Created,
+        Kind::Started,
+        Kind::Paused,
+        Kind::Resumed,
+        Kind::Abnormal,
+        Kind::Finished,
+        Kind::Cancelled,
+    ];
+
+    /// The kind's token in subjects and types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Created => "created",
+            Kind::Started => "started",
+            Kind::Paused => "paused",
+            Kind::Resumed => "resumed",
+            Kind::Abnormal => "abnormal",
+            Kind::Finished => "finished",
+            Kind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a subject or type token.
+    pub fn parse(raw: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+/// The ticket facts only a `created` event carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedData {
+    /// Opaque id of the ticket's details page.
+    pub execute_uuid: String,
+    /// Ticket name.
+    pub order_name: String,
+    /// Who created it.
+    pub creator: String,
+    /// The regions it runs in, as COC's `properties.region_ids` string.
+    pub region_ids: String,
+    /// Job type (condition key `coc:JobType`); `SCRIPT` unless the event says otherwise.
+    pub job_type: String,
+}
+
+/// A valid event: what [`decode`] returns and what `emit` encodes. Whether it may be applied is
+/// the fold's business, not the decoder's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// CloudEvents `id`: unique per event, the key for duplicate detection; publishers also send
+    /// it as `Nats-Msg-Id` so JetStream drops their retries.
+    pub id: String,
+    /// CloudEvents `source`: which executor emitted it.
+    pub source: String,
+    /// What happened.
+    pub kind: Kind,
+    /// CloudEvents `time`, in ms since the epoch (sub-millisecond digits are dropped).
+    pub time_ms: i64,
+    /// The tenant the ticket belongs to.
+    pub project: ProjectId,
+    /// The ticket's key within its project.
+    pub order_id: u64,
+    /// Present exactly when `kind` is [`Kind::Created`].
+    pub created: Option<CreatedData>,
+}
+
+/// Why bytes on the stream are not a valid event. Each variant has a stable [`code`](Self::code)
+/// that dead letters and logs carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than `ingest.max_event_bytes`.
+    #[error("event is {size} bytes, larger than the {max}-byte limit")]
+    Oversized { size: usize, max: usize },
+    /// Not JSON, or JSON that is not an object.
+    #[error("payload is not a JSON object: {0}")]
+    MalformedJson(String),
+    /// A CloudEvents attribute is missing or has the wrong type.
+    #[error("invalid CloudEvents envelope: {0}")]
+    Envelope(String),
+    /// `specversion` other than 1.0.
+    #[error("unsupported specversion {0:?}, expected \"1.0\"")]
+    SpecVersion(String),
+    /// `type` is not `coc.job.script.<kind>` with a known kind.
+    #[error("unknown event type {0:?}")]
+    UnknownKind(String),
+    /// `time` is not RFC 3339.
+    #[error("time {0:?} is not an RFC 3339 timestamp")]
+    Time(String),
+    /// A `data` field is missing, has the wrong type or is out of range.
+    #[error("invalid data: {0}")]
+    Data(String),
+    /// The subject does not say the project and kind that the event does.
+    #[error("subject {subject:?} does not match the event (expected {expected:?})")]
+    SubjectMismatch { subject: String, expected: String },
+}
+
+impl DecodeError {
+    /// Stable machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::MalformedJson(_) => "malformed_json",
+            DecodeError::Envelope(_) => "invalid_envelope",
+            DecodeError::SpecVersion(_) => "unsupported_specversion",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::Time(_) => "invalid_time",
+            DecodeError::Data(_) => "invalid_data",
+            DecodeError::SubjectMismatch { .. } => "subject_mismatch",
+        }
+    }
+}
+
+/// The CloudEvents envelope. Decoded with `data` typed (`Envelope<RawData>`) on the fast path, one
+/// pass over the bytes with no JSON tree; with `data` left as a tree (`Envelope<Value>`) only
+/// when that fails, to name the precise reason.
+#[derive(Deserialize)]
+struct Envelope<D> {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ty: String,
+    time: String,
+    data: D,
+}
+
+impl<D> Envelope<D> {
+    /// The attributes apart from the data, so both paths check them the same way.
+    fn split(self) -> (Envelope<()>, D) {
+        let Envelope {
+            specversion,
+            id,
+            source,
+            ty,
+            time,
+            data,
+        } = self;
+        let attrs = Envelope {
+            specversion,
+            id,
+            source,
+            ty,
+            time,
+            data: (),
+        };
+        (attrs, data)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    project_id: String,
+    order_id: u64,
+    execute_uuid: Option<String>,
+    order_name: Option<String>,
+    creator: Option<String>,
+    region_ids: Option<String>,
+    job_type: Option<String>,
+}
+
+/// Decodes one message of the stream.
+///
+/// `subject_prefix` is the part of the subject before `<project_id>.<kind>` (by default
+/// `coc.job.script`). The subject must agree with the event so that a subject-based filter or
+/// permission can never see a ticket of another tenant than the one its data says.
+///
+/// The usual payload is read by a scanner that borrows its fields (`scan`); anything unusual
+/// goes through serde, first with `data` typed, then, if that fails, through a JSON tree to name
+/// the precise reason. Both paths feed the same checks.
+pub fn decode(
+    subject: &str,
+    payload: &[u8],
+    subject_prefix: &str,
+    max_bytes: usize,
+) -> Result<Event, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            max: max_bytes,
+        });
+    }
+    match scan::fields(payload) {
+        Some(f) => validate(subject, subject_prefix, (f.attrs, Ok(f.data))),
+        None => decode_with_serde(subject, payload, subject_prefix),
+    }
+}
+
+/// The serde path of [`decode`], for every payload the scanner does not take.
+fn decode_with_serde(
+    subject: &str,
+    payload: &[u8],
+    subject_prefix: &str,
+) -> Result<Event, DecodeError> {
+    // The data's verdict waits until the attributes are checked, so that reasons keep their
+    // order whichever path decoded the payload.
+    let (env, data) = match serde_json::from_slice::<Envelope<RawData>>(payload) {
+        Ok(e) => {
+            let (env, data) = e.split();
+            (env, Ok(data))
+        }
+        Err(_) => {
+            let (env, data) = envelope_or_reason(payload)?.split();
+            (env, typed_data(data))
+        }
+    };
+    let attrs = scan::Attrs {
+        specversion: &env.specversion,
+        id: &env.id,
+        source: &env.source,
+        ty: &env.ty,
+        time: &env.time,
+    };
+    let data = match &data {
+        Ok(d) => Ok(scan::Data {
+            project_id: &d.project_id,
+            order_id: d.order_id,
+            execute_uuid: d.execute_uuid.as_deref(),
+            order_name: d.order_name.as_deref(),
+            creator: d.creator.as_deref(),
+            region_ids: d.region_ids.as_deref(),
+            job_type: d.job_type.as_deref(),
+        }),
+        Err(e) => Err(e.clone()),
+    };
+    validate(subject, subject_prefix, (attrs, data))
+}
+
+/// The checks every payload goes through, whichever path read it, in the order their reasons
+/// are reported.
+fn validate(
+    subject: &str,
+    subject_prefix: &str,
+    (env, data): (scan::Attrs<'_>, Result<scan::Data<'_>, DecodeError>),
+) -> Result<Event, DecodeError> {
+    if env.specversion != SPEC_VERSION {
+        return Err(DecodeError::SpecVersion(env.specversion.to_owned()));
+    }
+    check_text("id", env.id, MAX_ID_BYTES).map_err(DecodeError::Envelope)?;
+    check_text("source", env.source, MAX_ID_BYTES).map_err(DecodeError::Envelope)?;
+    let kind = env
+        .ty
+        .strip_prefix(TYPE_PREFIX)
+        .and_then(Kind::parse)
+        .ok_or_else(|| DecodeError::UnknownKind(env.ty.to_owned()))?;
+    let time_ms = parse_time_ms(env.time).ok_or_else(|| DecodeError::Time(env.time.to_owned()))?;
+    let data = data?;
+    let project = ProjectId::parse(data.project_id)
+        .map_err(|e| DecodeError::Data(format!("project_id: {e}")))?;
+    if data.order_id == 0 {
+        return Err(DecodeError::Data("order_id must be greater than 0".into()));
+    }
+    // `<prefix>.<project>.<kind>`, compared piece by piece.
+    let matches = subject
+        .strip_prefix(subject_prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_prefix(project.as_str()))
+        .and_then(|r| r.strip_prefix('.'))
+        .is_some_and(|r| r == kind.as_str());
+    if !matches {
+        return Err(DecodeError::SubjectMismatch {
+            subject: subject.to_owned(),
+            expected: format!("{subject_prefix}.{project}.{}", kind.as_str()),
+        });
+    }
+    let created = if kind == Kind::Created {
+        Some(CreatedData {
+            execute_uuid: required_text("execute_uuid", data.execute_uuid)?,
+            order_name: required_text("order_name", data.order_name)?,
+            creator: required_text("creator", data.creator)?,
+            region_ids: required_text("region_ids", data.region_ids)?,
+            job_type: match data.job_type {
+                Some(t) => required_text("job_type", Some(t))?,
+                None => DEFAULT_JOB_TYPE.to_owned(),
+            },
+        })
+    } else {
+        None
+    };
+    Ok(Event {
+        id: env.id.to_owned(),
+        source: env.source.to_owned(),
+        kind,
+        time_ms,
+        project,
+        order_id: data.order_id,
+        created,
+    })
+}
+
+/// The slow path: parses through a JSON tree to tell a malformed payload from a bad envelope.
+/// `data` is left untyped for [`typed_data`] to judge.
+fn envelope_or_reason(payload: &[u8]) -> Result<Envelope<Value>, DecodeError> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DecodeError::MalformedJson("not an object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
+}
+
+fn typed_data(data: Value) -> Result<RawData, DecodeError> {
+    if !data.is_object() {
+        return Err(DecodeError::Data("data must be a JSON object".into()));
+    }
+    serde_json::from_value(data).map_err(|e| DecodeError::Data(e.to_string()))
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{field} must not be empty"))
+    } else if value.len() > max {
+        Err(format!("{field} is longer than {max} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+fn required_text(field: &str, value: Option<&str>) -> Result<String, DecodeError> {
+    let value =
+        value.ok_or_else(|| DecodeError::Data(format!("missing field `{field}` in created")))?;
+    check_text(field, value, MAX_TEXT_BYTES).map_err(DecodeError::Data)?;
+    Ok(value.to_owned())
+}
+
+/// Parses an RFC 3339 timestamp into ms since the epoch, dropping sub-millisecond digits.
+///
+/// The shape executors send (and `emit` writes), `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, is read
+/// by [`parse_utc_ms`]; anything else (an offset, a lowercase `t` or `z`, a leap second, an
+/// invalid date) goes to the `time` crate's parser, which decides.
+pub fn parse_time_ms(raw: &str) -> Option<i64> {
+    parse_utc_ms(raw.as_bytes()).or_else(|| parse_rfc3339_ms(raw))
+}
+
+/// Any RFC 3339 timestamp, by the `time` crate's general parser.
+fn parse_rfc3339_ms(raw: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits) as ms since the epoch, or `None`
+/// for anything else, including dates that do not exist. Plain arithmetic for the usual case,
+/// where the general parser (about 1.3% of a 300k-ticket ingest profile) walks a format
+/// description; a test holds both to the same answers.
+fn parse_utc_ms(raw: &[u8]) -> Option<i64> {
+    let number = |digits: &[u8]| -> Option<i64> {
+        digits.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    if raw.len() < 20
+        || raw[4] != b'-'
+        || raw[7] != b'-'
+        || raw[10] != b'T'
+        || raw[13] != b':'
+        || raw[16] != b':'
+        || raw.last() != Some(&b'Z')
+    {
+        return None;
+    }
+    let (year, month, day) = (
+        number(&raw[..4])?,
+        number(&raw[5..7])?,
+        number(&raw[8..10])?,
+    );
+    let (hour, minute, second) = (
+        number(&raw[11..13])?,
+        number(&raw[14..16])?,
+        number(&raw[17..19])?,
+    );
+    let millis = match &raw[19..raw.len() - 1] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            number(fraction)?;
+            let mut ms = 0;
+            for i in 0..3 {
+                ms = ms * 10 + fraction.get(i).map_or(0, |&d| i64::from(d - b'0'));
+            }
+            ms
+        }
+        _ => return None,
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant, `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some((((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis)
+}
+
+/// Formats ms since the epoch as RFC 3339 UTC with millisecond precision, as the contract asks.
+pub fn format_time_ms(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// Encoding, for `ticket-ledger emit` and the tests: the inverse of [`decode`].
+impl Event {
+    /// The subject to publish on.
+    pub fn subject(&self, subject_prefix: &str) -> String {
+        format!("{subject_prefix}.{}.{}", self.project, self.kind.as_str())
+    }
+
+    /// The structured-mode CloudEvent as JSON.
+    pub fn to_json(&self) -> Value {
+        let mut data = json!({
+            "project_id": self.project.as_str(),
+            "order_id": self.order_id,
+        });
+        if let Some(c) = &self.created {
+            data["execute_uuid"] = json!(c.execute_uuid);
+            data["order_name"] = json!(c.order_name);
+            data["creator"] = json!(c.creator);
+            data["region_ids"] = json!(c.region_ids);
+            data["job_type"] = json!(c.job_type);
+        }
+        json!({
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": format!("{TYPE_PREFIX}{}", self.kind.as_str()),
+            "time": format_time_ms(self.time_ms),
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+
+    /// The payload bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json()).expect("a JSON value always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "coc.job.script";
+
+    fn created() -> Event {
+        Event {
+            id: "e-1".into(),
+            source: "executor-a".into(),
+            kind: Kind::Created,
+            time_ms: 1_690_200_829_451,
+            project: ProjectId::parse("p1").unwrap(),
+            order_id: 74,
+            created: Some(CreatedData {
+                execute_uuid: "SCT1".into(),
+                order_name: "071201".into(),
+                creator: "alice".into(),
+                region_ids: "cn-north-4".into(),
+                job_type: "SCRIPT".into(),
+            }),
+        }
+    }
+
+    fn decode_value(subject: &str, v: &Value) -> Result<Event, DecodeError> {
+        decode(subject, &serde_json::to_vec(v).unwrap(), PREFIX, 64 * 1024)
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let e = created();
+        let got = decode(&e.subject(PREFIX), &e.to_bytes(), PREFIX, 65536).unwrap();
+        assert_eq!(got.id, e.id);
+        assert_eq!(got.kind, Kind::Created);
+        assert_eq!(got.time_ms, e.time_ms);
+        assert_eq!(got.order_id, 74);
+        assert_eq!(got.created, e.created);
+    }
+
+    #[test]
+    fn time_keeps_milliseconds_and_drops_finer_digits() {
+        assert_eq!(
+            format_time_ms(1_690_200_829_451),
+            "2023-07-24T12:13:49.451Z"
+        );
+        assert_eq!(
+            parse_time_ms("2023-07-24T12:13:49.451999Z"),
+            Some(1_690_200_829_451)
+        );
+        assert_eq!(
+            parse_time_ms("2023-07-24T20:13:49.451+08:00"),
+            Some(1_690_200_829_451)
+        );
+        assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn the_usual_shape_is_read_as_the_general_parser_reads_it() {
+        // Every month's edges in leap and common years, centuries and the first and last years,
+        // every fraction length, and fields one past their range.
+        let mut checked = 0;
+        let mut fast = 0;
+        for year in [
+            0, 1, 1900, 1969, 1970, 1999, 2000, 2023, 2024, 2100, 2400, 9999,
+        ] {
+            for month in 0..=13 {
+                for day in [0, 1, 15, 28, 29, 30, 31, 32] {
+                    for (h, m, sec) in [(0, 0, 0), (23, 59, 59), (24, 0, 0), (0, 60, 0), (0, 0, 60)]
+                    {
+                        for fraction in [
+                            "",
+                            ".5",
+                            ".45",
+                            ".451",
+                            ".4519",
+                            ".451999999",
+                            ".4519999999",
+                            ".",
+                        ] {
+                            let raw = format!(
+                                "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}{fraction}Z"
+                            );
+                            let want = parse_rfc3339_ms(&raw);
+                            assert_eq!(parse_time_ms(&raw), want, "{raw}");
+                            if let Some(ms) = parse_utc_ms(raw.as_bytes()) {
+                                assert_eq!(Some(ms), want, "{raw}");
+                                fast += 1;
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            fast > checked / 10,
+            "the fast path took {fast} of {checked}"
+        );
+        // Shapes it leaves to the general parser, which still reads the valid ones.
+        for raw in [
+            "2023-07-24T20:13:49.451+08:00",
+            "2023-07-24t12:13:49Z",
+            "2023-07-24T12:13:49z",
+            "2023-07-24T12:13:49.Z",
+            "2023-07-24T12:13:4xZ",
+            "2023-07-24 12:13:49Z",
+            "+2023-07-24T12:13:49Z",
+            "2023-07-24T12:13:49",
+        ] {
+            assert_eq!(parse_utc_ms(raw.as_bytes()), None, "{raw}");
+            assert_eq!(parse_time_ms(raw), parse_rfc3339_ms(raw), "{raw}");
+        }
+    }
+
+    #[test]
+    fn job_type_defaults_to_script_and_unknown_fields_are_ignored() {
+        let e = created();
+        let mut v = e.to_json();
+        v["data"].as_object_mut().unwrap().remove("job_type");
+        v["data"]["extra"] = json!({"nested": true});
+        v["extension"] = json!("x");
+        let got = decode_value(&e.subject(PREFIX), &v).unwrap();
+        assert_eq!(got.created.unwrap().job_type, "SCRIPT");
+    }
+
+    #[test]
+    fn every_malformation_has_its_own_reason() {
+        let e = created();
+        let subject = e.subject(PREFIX);
+        let base = e.to_json();
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = base.clone();
+            f(&mut v);
+            decode_value(&subject, &v).unwrap_err().code()
+        };
+        assert_eq!(
+            decode(&subject, b"{not json", PREFIX, 1024)
+                .unwrap_err()
+                .code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            decode(&subject, b"[1,2]", PREFIX, 1024).unwrap_err().code(),
+            "malformed_json"
+        );
+        assert_eq!(
+            decode(&subject, &[b' '; 2000], PREFIX, 1024)
+                .unwrap_err()
+                .code(),
+            "oversized"
+        );
+        assert_eq!(
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("id");
+            }),
+            "invalid_envelope"
+        );
+        assert_eq!(with(&|v| v["id"] = json!(7)), "invalid_envelope");
+        assert_eq!(with(&|v| v["id"] = json!("")), "invalid_envelope");
+        assert_eq!(with(&|v| v["source"] = json!("")), "invalid_envelope");
+        assert_eq!(
+            with(&|v| v["specversion"] = json!("0.3")),
+            "unsupported_specversion"
+        );
+        assert_eq!(
+            with(&|v| v["type"] = json!("coc.job.script.exploded")),
+            "unknown_kind"
+        );
+        assert_eq!(
+            with(&|v| v["type"] = json!("com.other.created")),
+            "unknown_kind"
+        );
+        assert_eq!(with(&|v| v["time"] = json!("12:00")), "invalid_time");
+        assert_eq!(with(&|v| v["data"] = json!("x")), "invalid_data");
+        assert_eq!(
+            with(&|v| v["data"]["order_id"] = json!("74")),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| v["data"]["order_id"] = json!(1.5)),
+            "invalid_data"
+        );
+        assert_eq!(with(&|v| v["data"]["order_id"] = json!(-3)), "invalid_data");
+        assert_eq!(with(&|v| v["data"]["order_id"] = json!(0)), "invalid_data");
+        assert_eq!(
+            with(&|v| v["data"]["project_id"] = json!("a.b")),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| {
+                v["data"].as_object_mut().unwrap().remove("creator");
+            }),
+            "invalid_data"
+        );
+        assert_eq!(
+            with(&|v| v["data"]["region_ids"] = json!(["a"])),
+            "invalid_data"
+        );
+    }
+
+    #[test]
+    fn subject_must_name_the_events_project_and_kind() {
+        let e = created();
+        let bytes = e.to_bytes();
+        for subject in [
+            "coc.job.script.p2.created",
+            "coc.job.script.p1.started",
+            "coc.job.other.p1.created",
+        ] {
+            assert_eq!(
+                decode(subject, &bytes, PREFIX, 65536).unwrap_err().code(),
+                "subject_mismatch",
+                "{subject}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_serde_wherever_it_answers() {
+        let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut e = created();
+        seeds.push((e.subject(PREFIX), e.to_bytes()));
+        e.created.as_mut().unwrap().order_name = "数据库 \"quoted\" naïve".into();
+        seeds.push((e.subject(PREFIX), e.to_bytes()));
+        let mut v = e.to_json();
+        v["ext"] = json!(-1.5e3);
+        v["flag"] = json!(true);
+        v["data"]["n"] = json!(0);
+        seeds.push((e.subject(PREFIX), serde_json::to_vec_pretty(&v).unwrap()));
+        e.kind = Kind::Finished;
+        e.created = None;
+        seeds.push((e.subject(PREFIX), e.to_bytes()));
+        let interesting = b"\"\\{}[],: 0123456789-+.eEntfu\x01\xc3a";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut scanned, mut accepted) = (0, 0);
+        for round in 0..30_000 {
+            let (subject, seed) = &seeds[round % seeds.len()];
+            let mut p = seed.clone();
+            for _ in 0..1 + rnd(3) {
+                let at = rnd(p.len());
+                match rnd(4) {
+                    0 => {
+                        p.remove(at);
+                    }
+                    1 => p.insert(at, interesting[rnd(interesting.len())]),
+                    2 => p[at] = interesting[rnd(interesting.len())],
+                    _ => {
+                        let end = (at + 1 + rnd(20)).min(p.len());
+                        let piece = p[at..end].to_vec();
+                        p.splice(at..at, piece);
+                    }
+                }
+            }
+            let fast = decode(subject, &p, PREFIX, 65536);
+            let slow = decode_with_serde(subject, &p, PREFIX);
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&p));
+            if scan::fields(&p).is_some() {
+                scanned += 1;
+                accepted += usize::from(fast.is_ok());
+            }
+        }
+        // Edges that random edits seldom reach: each one changed in the compact seed.
+        let (subject, compact) = &seeds[0];
+        let text = String::from_utf8(compact.clone()).unwrap();
+        let edges = [
+            ("\"order_id\":74", "\"order_id\":074"),
+            ("\"order_id\":74", "\"order_id\":74.0"),
+            ("\"order_id\":74", "\"order_id\":7e1"),
+            ("\"order_id\":74", "\"order_id\":-74"),
+            ("\"order_id\":74", "\"order_id\":18446744073709551616"),
+            ("\"order_id\":74", "\"order_id\":null"),
+            ("\"order_id\":74", "\"order_id\":74,\"order_id\":75"),
+            ("\"creator\":\"alice\"", "\"creator\":\"al\\u0069ce\""),
+            ("\"creator\":\"alice\"", "\"creator\":null"),
+            (
+                "\"creator\":\"alice\"",
+                "\"creator\":\"alice\",\"x\":{\"y\":[1]}",
+            ),
+            ("\"creator\":\"alice\"", "\"creator\":\"alice\",\"x\":01"),
+            ("\"creator\":\"alice\"", "\"creator\":\"alice\",\"x\":1.e5"),
+            (
+                "\"creator\":\"alice\"",
+                "\"creator\":\"alice\",\"x\":-0.5E+3",
+            ),
+            ("\"creator\":\"alice\"", "\"creator\":\"alice\",\"x\":nul"),
+            ("\"id\":\"e-1\"", "\"id\":\"e-1\",\"id\":\"e-2\""),
+            ("\"id\":\"e-1\"", "\"id\":\"e\u{1}1\""),
+            ("\"id\":\"e-1\"", "\"extension\":\"x\",\"id\":\"e-1\""),
+        ];
+        for (from, to) in edges {
+            assert!(text.contains(from), "{from}");
+            let p = text.replacen(from, to, 1);
+            assert_eq!(
+                decode(subject, p.as_bytes(), PREFIX, 65536),
+                decode_with_serde(subject, p.as_bytes(), PREFIX),
+                "{p}"
+            );
+        }
+        for trailing in [" ", "\n", " x", "{}", ","] {
+            let p = format!("{text}{trailing}");
+            assert_eq!(
+                decode(subject, p.as_bytes(), PREFIX, 65536),
+                decode_with_serde(subject, p.as_bytes(), PREFIX),
+                "{p}"
+            );
+        }
+        for (subject, seed) in &seeds {
+            assert!(scan::fields(seed).is_some() || seed.contains(&b'\\'));
+            assert_eq!(
+                decode(subject, seed, PREFIX, 65536),
+                decode_with_serde(subject, seed, PREFIX)
+            );
+        }
+        // The mutations reach the scanner often, and some of what it takes is still valid.
+        assert!(scanned > 3_000, "the scanner took only {scanned} payloads");
+        assert!(
+            accepted > 300,
+            "only {accepted} scanned payloads were events"
+        );
+    }
+
+    #[test]
+    fn non_created_events_need_no_ticket_facts() {
+        let mut e = created();
+        e.kind = Kind::Started;
+        e.created = None;
+        let got = decode(&e.subject(PREFIX), &e.to_bytes(), PREFIX, 65536).unwrap();
+        assert_eq!(got.kind, Kind::Started);
+        assert!(got.created.is_none());
+    }
+}

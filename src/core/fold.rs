@@ -1,0 +1,572 @@
+//! The fold: the ticket state machine as a pure function.
+//!
+//! `(ticket or none, event) -> new ticket | rejection`. No I/O, no clock, no randomness: the
+//! projection is a function of the stream's order alone, so replaying the same stream gives
+//! byte-identical records, and an auditor can recompute any record from the events.
+//!
+//! # Transitions
+//!
+//! | kind        | from                                  | to         |
+//! |-------------|---------------------------------------|------------|
+//! | `created`   | (no ticket)                           | READY      |
+//! | `started`   | READY                                 | PROCESSING |
+//! | `paused`    | READY, PROCESSING                     | PAUSED     |
+//! | `resumed`   | PAUSED, ABNORMAL                      | PROCESSING |
+//! | `abnormal`  | READY, PROCESSING, PAUSED             | ABNORMAL   |
+//! | `finished`  | READY, PROCESSING                     | FINISHED   |
+//! | `cancelled` | READY, PROCESSING, PAUSED, ABNORMAL   | CANCELED   |
+//!
+//! `finished` and `cancelled` end a ticket: they set `gmt_finished` to the event time and
+//! `execute_costs = gmt_finished - gmt_created` in milliseconds (the spec's example proves the
+//! unit). Everything else is a [`FoldRejection`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::domain::{ProjectId, Status};
+use crate::core::events::{Event, Kind};
+
+/// A materialised ticket: the API's list model plus what audit needs.
+///
+/// Field order is the serialised order; records are compared byte for byte by replay checks, so
+/// it must not depend on anything but the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Tenant: the project of the ticket's events.
+    pub project: ProjectId,
+    /// Key within the project; the list is ordered by it, newest (largest) first.
+    pub order_id: u64,
+    /// Ticket name, from `created`.
+    pub order_name: String,
+    /// Details-page id, from `created`.
+    pub execute_uuid: String,
+    /// Creator, from `created`.
+    pub creator: String,
+    /// `properties.region_ids`, from `created`.
+    pub region_ids: String,
+    /// Job type (`coc:JobType`), from `created`.
+    pub job_type: String,
+    /// Time of `created`, ms.
+    pub gmt_created: i64,
+    /// Time of `finished`/`cancelled`, ms; `None` while the ticket is not over.
+    pub gmt_finished: Option<i64>,
+    /// `gmt_finished - gmt_created`, ms; `None` while the ticket is not over.
+    pub execute_costs: Option<i64>,
+    /// Current status.
+    pub status: Status,
+    /// Every event that touched this ticket, in stream order, with its outcome: the audit trail.
+    /// The fields above are the ticket's state; a rejected or duplicate event never changes them,
+    /// it is only recorded here (and, if rejected, in the dead letters).
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One event as seen by one ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// JetStream stream sequence of the event.
+    pub seq: u64,
+    /// CloudEvents `id`.
+    pub id: String,
+    /// Event kind.
+    pub kind: Kind,
+    /// CloudEvents `time`, ms.
+    pub time_ms: i64,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// What the fold did with it.
+    pub outcome: Outcome,
+}
+
+/// What the fold did with an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum Outcome {
+    /// It changed the ticket.
+    Applied,
+    /// An event with the same `id` was applied before: skipped (redelivery or publisher retry).
+    Duplicate,
+    /// Refused; the ticket is unchanged and the event is in the dead letters.
+    Rejected {
+        /// Stable reason code.
+        code: String,
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+/// Why a well-formed event cannot be applied to the ticket it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldRejection {
+    /// Only `created` may name a ticket that does not exist yet.
+    #[error("no ticket with this project and order_id has been created")]
+    UnknownTicket,
+    /// A ticket is created once; a second `created` with another `id` is not a retry.
+    #[error("ticket already exists (status {0})")]
+    AlreadyCreated(Status),
+    /// FINISHED and CANCELED are final.
+    #[error("ticket is {status}, which is final: {kind} is not allowed")]
+    Closed {
+        /// The final status.
+        status: Status,
+        /// The refused kind.
+        kind: Kind,
+    },
+    /// The state machine has no edge for this kind from this status.
+    #[error("{kind} is not allowed from {status}")]
+    IllegalTransition {
+        /// Current status.
+        status: Status,
+        /// The refused kind.
+        kind: Kind,
+    },
+    /// An end time before the creation time would give a negative `execute_costs`.
+    #[error("end time {end_ms} is before gmt_created {created_ms}")]
+    EndBeforeCreated {
+        /// The event's time.
+        end_ms: i64,
+        /// The ticket's creation time.
+        created_ms: i64,
+    },
+}
+
+impl FoldRejection {
+    /// Stable machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FoldRejection::UnknownTicket => "unknown_ticket",
+            FoldRejection::AlreadyCreated(_) => "already_created",
+            FoldRejection::Closed { .. } => "ticket_closed",
+            FoldRejection::IllegalTransition { .. } => "illegal_transition",
+            FoldRejection::EndBeforeCreated { .. } => "end_before_created",
+        }
+    }
+}
+
+/// The result of folding one event into one ticket's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // built once per event and consumed at once: boxing buys nothing
+pub enum Folded {
+    /// The new state (history not yet appended).
+    Applied(Ticket),
+    /// The event's `id` was already applied to this ticket.
+    Duplicate,
+}
+
+/// The statuses each kind may leave, and the status it leads to. `created` is handled apart
+/// because its source is "no ticket".
+fn edge(kind: Kind) -> (&'static [Status], Status) {
+    use Status::*;
+    match kind {
+        Kind::Created => (&[], Ready),
+        Kind::Started => (&[Ready], Processing),
+        Kind::Paused => (&[Ready, Processing], Paused),
+        Kind::Resumed => (&[Paused, Abnormal], Processing),
+        Kind::Abnormal => (&[Ready, Processing, Paused], Abnormal),
+        Kind::Finished => (&[Ready, Processing], Finished),
+        Kind::Cancelled => (&[Ready, Processing, Paused, Abnormal], Canceled),
+    }
+}
+
+/// Folds one event into a ticket's state. Pure.
+///
+/// Duplicate detection comes first: an event whose `id` the ticket has already applied is a
+/// redelivery or a publisher retry, never a rejection, even when replaying it would be illegal.
+pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldRejection> {
+    Ok(match decide(ticket, event)? {
+        Change::Create => Folded::Applied(created(event.clone())),
+        Change::Duplicate => Folded::Duplicate,
+        Change::Move { to, finished_at } => {
+            let mut next = ticket.expect("a move has a ticket").clone();
+            next.apply_move(to, finished_at);
+            Folded::Applied(next)
+        }
+    })
+}
+
+/// What an event does to a ticket, decided without copying the ticket (see [`fold`]).
+enum Change {
+    /// The first `created` of a ticket: [`created`] makes it.
+    Create,
+    /// A legal transition; `finished_at` is set when it ends the ticket.
+    Move {
+        to: Status,
+        finished_at: Option<i64>,
+    },
+    /// Already applied.
+    Duplicate,
+}
+
+impl Ticket {
+    fn apply_move(&mut self, to: Status, finished_at: Option<i64>) {
+        self.status = to;
+        if let Some(end) = finished_at {
+            self.gmt_finished = Some(end);
+            self.execute_costs = Some(end - self.gmt_created);
+        }
+    }
+}
+
+/// The ticket a `created` event makes (READY, no history yet), moving the event's strings.
+fn created(event: Event) -> Ticket {
+    let c = event.created.unwrap_or_default();
+    Ticket {
+        project: event.project,
+        order_id: event.order_id,
+        order_name: c.order_name,
+        execute_uuid: c.execute_uuid,
+        creator: c.creator,
+        region_ids: c.region_ids,
+        job_type: c.job_type,
+        gmt_created: event.time_ms,
+        gmt_finished: None,
+        execute_costs: None,
+        status: Status::Ready,
+        history: Vec::new(),
+    }
+}
+
+/// The state machine's decision (the rules of [`fold`]).
+fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejection> {
+    let Some(t) = ticket else {
+        return match &event.created {
+            Some(_) if event.kind == Kind::Created => Ok(Change::Create),
+            _ => Err(FoldRejection::UnknownTicket),
+        };
+    };
+    if t.history
+        .iter()
+        .any(|h| h.outcome == Outcome::Applied && h.id == event.id)
+    {
+        return Ok(Change::Duplicate);
+    }
+    if event.kind == Kind::Created {
+        return Err(FoldRejection::AlreadyCreated(t.status));
+    }
+    if t.status.is_terminal() {
+        return Err(FoldRejection::Closed {
+            status: t.status,
+            kind: event.kind,
+        });
+    }
+    let (from, to) = edge(event.kind);
+    if !from.contains(&t.status) {
+        return Err(FoldRejection::IllegalTransition {
+            status: t.status,
+            kind: event.kind,
+        });
+    }
+    if to.is_terminal() && event.time_ms < t.gmt_created {
+        return Err(FoldRejection::EndBeforeCreated {
+            end_ms: event.time_ms,
+            created_ms: t.gmt_created,
+        });
+    }
+    Ok(Change::Move {
+        to,
+        finished_at: to.is_terminal().then_some(event.time_ms),
+    })
+}
+
+/// The effect of one event at stream sequence `seq` on the ticket it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The ticket after the event (`None`: there is still no ticket).
+    pub ticket: Option<Ticket>,
+    /// Set when the event was rejected: it goes to the dead letters.
+    pub rejection: Option<FoldRejection>,
+}
+
+/// Folds an event and records it in the ticket's history. Pure.
+///
+/// Same rules as [`fold`], but the ticket is owned and changed in place: no copy per event.
+pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
+    apply_owned(ticket, event.clone(), seq)
+}
+
+/// [`apply`], taking the event too, so that its strings move into the ticket and its history
+/// instead of being copied.
+pub fn apply_owned(mut ticket: Option<Ticket>, event: Event, seq: u64) -> Step {
+    let rejection = apply_in_place(&mut ticket, event, seq);
+    Step { ticket, rejection }
+}
+
+/// [`apply_owned`] on a ticket that stays where it is (what ingest does): the ticket is changed
+/// in place, never moved, and the rejection, if any, is returned.
+pub fn apply_in_place(
+    ticket: &mut Option<Ticket>,
+    mut event: Event,
+    seq: u64,
+) -> Option<FoldRejection> {
+    let result = decide(ticket.as_ref(), &event);
+    let (kind, time_ms) = (event.kind, event.time_ms);
+    let id = std::mem::take(&mut event.id);
+    let source = std::mem::take(&mut event.source);
+    let (outcome, rejection) = match result {
+        Ok(Change::Create) => {
+            *ticket = Some(created(event));
+            (Outcome::Applied, None)
+        }
+        Ok(Change::Move { to, finished_at }) => {
+            if let Some(t) = ticket.as_mut() {
+                t.apply_move(to, finished_at);
+            }
+            (Outcome::Applied, None)
+        }
+        Ok(Change::Duplicate) => (Outcome::Duplicate, None),
+        Err(r) => (
+            Outcome::Rejected {
+                code: r.code().to_owned(),
+                reason: r.to_string(),
+            },
+            Some(r),
+        ),
+    };
+    if let Some(t) = ticket.as_mut() {
+        t.history.push(HistoryEntry {
+            seq,
+            id,
+            kind,
+            time_ms,
+            source,
+            outcome,
+        });
+    }
+    rejection
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::events::CreatedData;
+
+    fn event(kind: Kind, id: &str, time_ms: i64) -> Event {
+        Event {
+            id: id.into(),
+            source: "exec".into(),
+            kind,
+            time_ms,
+            project: ProjectId::parse("p").unwrap(),
+            order_id: 7,
+            created: (kind == Kind::Created).then(|| CreatedData {
+                execute_uuid: "u".into(),
+                order_name: "n".into(),
+                creator: "c".into(),
+                region_ids: "r".into(),
+                job_type: "SCRIPT".into(),
+            }),
+        }
+    }
+
+    fn created_at(t: i64) -> Ticket {
+        apply(None, &event(Kind::Created, "c0", t), 1)
+            .ticket
+            .unwrap()
+    }
+
+    fn in_status(status: Status) -> Ticket {
+        let mut t = created_at(1_000);
+        t.status = status;
+        t
+    }
+
+    /// Every (status, kind) pair: the table in the module docs, checked exhaustively.
+    #[test]
+    fn every_transition_matches_the_table() {
+        use Status::*;
+        let allowed: &[(Kind, &[Status], Status)] = &[
+            (Kind::Started, &[Ready], Processing),
+            (Kind::Paused, &[Ready, Processing], Paused),
+            (Kind::Resumed, &[Paused, Abnormal], Processing),
+            (Kind::Abnormal, &[Ready, Processing, Paused], Abnormal),
+            (Kind::Finished, &[Ready, Processing], Finished),
+            (
+                Kind::Cancelled,
+                &[Ready, Processing, Paused, Abnormal],
+                Canceled,
+            ),
+        ];
+        for &(kind, from, to) in allowed {
+            for status in Status::ALL {
+                let t = in_status(status);
+                let got = fold(Some(&t), &event(kind, "x", 2_000));
+                if from.contains(&status) {
+                    let Ok(Folded::Applied(next)) = got else {
+                        panic!("{kind:?} from {status:?} refused: {got:?}")
+                    };
+                    assert_eq!(next.status, to, "{kind:?} from {status:?}");
+                } else if status.is_terminal() {
+                    assert_eq!(got, Err(FoldRejection::Closed { status, kind }));
+                } else {
+                    assert_eq!(
+                        got,
+                        Err(FoldRejection::IllegalTransition { status, kind }),
+                        "{kind:?} from {status:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn created_makes_a_ready_ticket_from_the_event() {
+        let t = created_at(1_690_200_829_451);
+        assert_eq!(t.status, Status::Ready);
+        assert_eq!(t.gmt_created, 1_690_200_829_451);
+        assert_eq!((t.gmt_finished, t.execute_costs), (None, None));
+        assert_eq!(t.history.len(), 1);
+        assert_eq!(t.history[0].outcome, Outcome::Applied);
+        assert_eq!(t.history[0].seq, 1);
+    }
+
+    #[test]
+    fn only_created_may_name_an_unknown_ticket() {
+        for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::Created) {
+            let step = apply(None, &event(kind, "x", 5), 2);
+            assert_eq!(step.ticket, None);
+            assert_eq!(step.rejection, Some(FoldRejection::UnknownTicket));
+        }
+    }
+
+    #[test]
+    fn second_created_with_another_id_is_rejected_in_every_status() {
+        for status in Status::ALL {
+            let t = in_status(status);
+            assert_eq!(
+                fold(Some(&t), &event(Kind::Created, "other", 5)),
+                Err(FoldRejection::AlreadyCreated(status))
+            );
+        }
+    }
+
+    #[test]
+    fn ending_sets_finish_time_and_cost_in_milliseconds() {
+        // The spec's first example ticket: 1690200850293 - 1690200829451 = 20842.
+        for (kind, status) in [
+            (Kind::Finished, Status::Finished),
+            (Kind::Cancelled, Status::Canceled),
+        ] {
+            let t = created_at(1_690_200_829_451);
+            let step = apply(Some(t), &event(kind, "end", 1_690_200_850_293), 9);
+            let t = step.ticket.unwrap();
+            assert_eq!(t.status, status);
+            assert_eq!(t.gmt_finished, Some(1_690_200_850_293));
+            assert_eq!(t.execute_costs, Some(20_842));
+        }
+    }
+
+    #[test]
+    fn an_end_at_the_creation_instant_costs_zero() {
+        let t = created_at(50);
+        let Ok(Folded::Applied(t)) = fold(Some(&t), &event(Kind::Finished, "f", 50)) else {
+            panic!()
+        };
+        assert_eq!(t.execute_costs, Some(0));
+    }
+
+    #[test]
+    fn an_end_before_creation_is_rejected() {
+        for kind in [Kind::Finished, Kind::Cancelled] {
+            let t = created_at(1_000);
+            assert_eq!(
+                fold(Some(&t), &event(kind, "f", 999)),
+                Err(FoldRejection::EndBeforeCreated {
+                    end_ms: 999,
+                    created_ms: 1_000
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn abnormal_and_pause_leave_the_ticket_unfinished() {
+        let t = created_at(1_000);
+        let t = apply(Some(t), &event(Kind::Abnormal, "a", 2_000), 2)
+            .ticket
+            .unwrap();
+        assert_eq!(t.status, Status::Abnormal);
+        assert_eq!((t.gmt_finished, t.execute_costs), (None, None));
+        let t = apply(Some(t), &event(Kind::Resumed, "r", 3_000), 3)
+            .ticket
+            .unwrap();
+        let t = apply(Some(t), &event(Kind::Paused, "p", 4_000), 4)
+            .ticket
+            .unwrap();
+        assert_eq!(t.status, Status::Paused);
+        assert_eq!(t.gmt_finished, None);
+    }
+
+    #[test]
+    fn a_redelivered_event_is_a_duplicate_even_after_later_events() {
+        let t = created_at(1_000);
+        let t = apply(Some(t), &event(Kind::Started, "s", 2_000), 2)
+            .ticket
+            .unwrap();
+        let t = apply(Some(t), &event(Kind::Finished, "f", 3_000), 3)
+            .ticket
+            .unwrap();
+        for (kind, id) in [
+            (Kind::Created, "c0"),
+            (Kind::Started, "s"),
+            (Kind::Finished, "f"),
+        ] {
+            let step = apply(Some(t.clone()), &event(kind, id, 9_999), 4);
+            assert_eq!(step.rejection, None);
+            let after = step.ticket.unwrap();
+            assert_eq!(after.status, Status::Finished);
+            assert_eq!(after.execute_costs, Some(2_000));
+            assert_eq!(after.history.last().unwrap().outcome, Outcome::Duplicate);
+        }
+    }
+
+    #[test]
+    fn a_rejected_event_changes_no_state_and_is_recorded() {
+        let t = in_status(Status::Finished);
+        let step = apply(Some(t.clone()), &event(Kind::Started, "late", 5_000), 8);
+        assert_eq!(
+            step.rejection,
+            Some(FoldRejection::Closed {
+                status: Status::Finished,
+                kind: Kind::Started
+            })
+        );
+        let after = step.ticket.unwrap();
+        let mut state_only = after.clone();
+        state_only.history.pop();
+        assert_eq!(state_only, t, "state fields must not change");
+        let last = after.history.last().unwrap();
+        assert_eq!(last.seq, 8);
+        assert!(matches!(&last.outcome, Outcome::Rejected { code, .. } if code == "ticket_closed"));
+    }
+
+    #[test]
+    fn a_rejected_id_may_be_applied_later() {
+        // A rejected event is not "applied", so the same id is judged afresh, not as a duplicate.
+        let t = created_at(1_000);
+        let step = apply(Some(t), &event(Kind::Resumed, "x", 2_000), 2);
+        assert!(step.rejection.is_some());
+        let step = apply(step.ticket, &event(Kind::Started, "x", 2_000), 3);
+        assert_eq!(step.rejection, None);
+        assert_eq!(step.ticket.unwrap().status, Status::Processing);
+    }
+
+    #[test]
+    fn the_fold_is_deterministic() {
+        let run = || {
+            let mut t = None;
+            for (i, (k, id)) in [
+                (Kind::Created, "c"),
+                (Kind::Started, "s"),
+                (Kind::Paused, "p"),
+                (Kind::Resumed, "r"),
+                (Kind::Started, "bad"),
+                (Kind::Cancelled, "x"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                t = apply(t, &event(k, id, 1_000 + i as i64), i as u64 + 1).ticket;
+            }
+            serde_json::to_vec(&t).unwrap()
+        };
+        assert_eq!(run(), run());
+    }
+}

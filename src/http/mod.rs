@@ -1,0 +1,213 @@
+//! The HTTP shell: routes, shared state, health endpoints and the Huawei-shaped fallbacks.
+//!
+//! [`router`] builds the whole API from an [`AppState`], so handlers can be tested with
+//! `tower::ServiceExt::oneshot` without a socket, and [`crate::app::App`] serves the same router.
+
+pub mod auth;
+pub mod error;
+pub mod ledger;
+pub mod orders;
+pub mod sign;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::core::domain::ProjectId;
+use crate::http::auth::{Authenticator, Principal};
+use crate::http::sign::RequestParts;
+use crate::nats::BrokerStatus;
+use crate::store::Ledger;
+use error::{ApiError, Lang, Localized};
+pub use ledger::Admin;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live projection, and its blue/green switch.
+    pub ledger: Arc<Ledger>,
+    /// The configured tokens.
+    pub auth: Arc<Authenticator>,
+    /// Largest lag (stream last sequence - applied sequence) at which `/readyz` says ready.
+    pub ready_max_lag: u64,
+    /// Broker access and rebuild state for the admin endpoints.
+    pub admin: Arc<Admin>,
+    /// What ingest last saw of the broker.
+    pub broker: Arc<BrokerStatus>,
+}
+
+/// What a handler needs of the request line and headers: to authenticate (a signature covers
+/// the method, path, query and headers) and to answer in the caller's language.
+pub struct Caller {
+    method: Method,
+    uri: Uri,
+    /// The request's headers.
+    pub headers: HeaderMap,
+    /// The language of error messages.
+    pub lang: Lang,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            lang: Lang::from_headers(&parts.headers),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Caller {
+    /// Authenticates the request (signature or token); `body` is what a signature covers.
+    pub fn principal<'a>(
+        &self,
+        state: &'a AppState,
+        body: &[u8],
+    ) -> Result<&'a Principal, Localized> {
+        let parts = RequestParts {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            query: self.uri.query(),
+            headers: &self.headers,
+            body,
+        };
+        state
+            .auth
+            .authenticate(&parts, time::OffsetDateTime::now_utc())
+            .map_err(|e| self.fail(e.into()))
+    }
+
+    /// Authenticates, then authorises `action` on the project the request picks.
+    pub fn authorize<'a>(
+        &self,
+        state: &'a AppState,
+        action: &'static str,
+    ) -> Result<(&'a Principal, ProjectId), Localized> {
+        let principal = self.principal(state, b"")?;
+        let project = principal
+            .authorize(
+                self.headers.get("x-project-id").map(|v| v.as_bytes()),
+                action,
+            )
+            .map_err(|e| self.fail(e.into()))?;
+        Ok((principal, project))
+    }
+
+    /// Authenticates, then requires an action that is not about one project.
+    pub fn require(
+        &self,
+        state: &AppState,
+        action: &'static str,
+        body: &[u8],
+    ) -> Result<(), Localized> {
+        self.principal(state, body)?
+            .require(action)
+            .map_err(|e| self.fail(e.into()))
+    }
+
+    /// The raw query string.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
+    /// An error in the caller's language.
+    pub fn fail(&self, e: ApiError) -> Localized {
+        Localized(e, self.lang)
+    }
+}
+
+/// The API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/job/script/orders",
+            get(orders::list).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}",
+            get(ledger::detail).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/dead-letters",
+            get(ledger::dead_letters).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/redrive",
+            post(ledger::redrive).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/replay",
+            post(ledger::start_replay)
+                .get(ledger::replay_progress)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/ledger/records",
+            get(ledger::records).fallback(method_not_allowed),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response_in(Lang::En)
+        }))
+}
+
+async fn not_found(headers: HeaderMap) -> Response {
+    ApiError::NotFound.into_response_in(Lang::from_headers(&headers))
+}
+
+async fn method_not_allowed(headers: HeaderMap) -> Response {
+    ApiError::MethodNotAllowed.into_response_in(Lang::from_headers(&headers))
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store is open, the broker connected (the client's connection is up and the
+/// ingest loop has its consumer), the projection caught up and its list view in step
+/// (`view_seq`: the position the list answers from, behind `applied_seq` while a backlog is
+/// folded).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let l = &state.ledger;
+    let p = l.current();
+    let applied = p.applied_seq();
+    let last = state.broker.stream_last_seq();
+    let lag = last.saturating_sub(applied);
+    let connected = state.broker.connected() && state.admin.broker_connected();
+    let ready = connected && lag <= state.ready_max_lag && p.view_kept();
+    let body = json!({
+        "ready": ready,
+        "store": "open",
+        "nats_connected": connected,
+        "applied_seq": applied,
+        "durable_seq": p.durable_seq(),
+        "view_seq": p.view_seq(),
+        "stream_last_seq": last,
+        "lag": lag,
+        "tickets": p.ticket_count(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

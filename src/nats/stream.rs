@@ -1,0 +1,91 @@
+//! The event stream: its set-up, and the client library's ordered consumer (what `verify` and
+//! the benchmark's raw read use).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+
+use crate::config::NatsSettings;
+use crate::core::batch::{REDRIVE_HEADER, RawMessage};
+
+/// Gets the event stream, creating it (file storage, no age limit) when it is missing.
+///
+/// Two processes may race to create it (the daemon and a publisher starting together); the
+/// loser's create fails, so a failed create is followed by another look-up before giving up.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    s: &NatsSettings,
+) -> anyhow::Result<jetstream::stream::Stream> {
+    let mut attempt = 0;
+    loop {
+        if let Ok(stream) = js.get_stream(&s.stream).await {
+            return Ok(stream);
+        }
+        let created = js
+            .create_stream(jetstream::stream::Config {
+                name: s.stream.clone(),
+                subjects: s.subjects.clone(),
+                storage: jetstream::stream::StorageType::File,
+                max_age: Duration::ZERO,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(stream) => return Ok(stream),
+            Err(e) if attempt >= 3 => {
+                return Err(e).with_context(|| format!("creating stream {}", s.stream));
+            }
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+        }
+    }
+}
+
+/// The messages of `stream` from sequence `from` on, through the client library's ordered push
+/// consumer: no acks, no state on the broker, recreated by the client on a gap. `verify` and the
+/// benchmark's raw read (the limit) read the stream this way; ingest and rebuild read the same
+/// kind of consumer through [`read_batches`].
+pub async fn ordered_messages(
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    from: u64,
+) -> anyhow::Result<jetstream::consumer::push::Ordered> {
+    use jetstream::consumer::{DeliverPolicy, push};
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer")?;
+    consumer.messages().await.context("subscribing")
+}
+
+/// Messages a subscription buffers before the client drops them as a slow consumer: above the
+/// server's flow-control window of a push consumer (tens of MiB, so up to some 100k small events).
+pub const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
+
+/// The sequence, subject, payload and redrive header of a JetStream message.
+pub fn raw_message(m: &jetstream::Message) -> anyhow::Result<RawMessage> {
+    let seq = m
+        .info()
+        .map_err(|e| anyhow::anyhow!("reading the message's stream sequence: {e}"))?
+        .stream_sequence;
+    let redrive_of = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(REDRIVE_HEADER))
+        .and_then(|v| v.as_str().parse().ok());
+    Ok(RawMessage {
+        seq,
+        subject: bytes::Bytes::copy_from_slice(m.subject.as_bytes()),
+        payload: m.payload.clone(),
+        redrive_of,
+    })
+}

@@ -1,0 +1,427 @@
+//! The command line: `serve`, `emit` and `hash-token`.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::core::domain::ProjectId;
+use crate::core::events::{self, CreatedData, DEFAULT_JOB_TYPE, Event, Kind};
+use crate::http::auth::hash_token;
+use crate::nats::{ensure_stream, server_addrs};
+use crate::ops::audit::{self, AdminClient};
+use crate::telemetry;
+
+/// Event-sourced ledger of COC script tickets: NATS JetStream events in, sled projection,
+/// `GET /v1/job/script/orders` out.
+#[derive(Debug, Parser)]
+#[command(name = "ticket-ledger", version)]
+pub struct Cli {
+    /// A TOML file overriding config/default.toml (environment variables override both).
+    #[arg(long, global = true, env = "TICKET_LEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: ingest events and serve the API (starts nats-server if none answers).
+    Serve,
+    /// Publish events: one from flags, or many from a JSON-lines file of CloudEvents.
+    Emit(Box<EmitArgs>),
+    /// Print the SHA-256 of a token, as `auth.tokens[].sha256` wants it.
+    HashToken {
+        /// The token.
+        token: String,
+    },
+    /// Show a ticket and every event that touched it, in stream order (action coc:job:get).
+    History {
+        /// The ticket's execute_uuid.
+        execute_uuid: String,
+        /// The project (needed when the token grants several).
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// List the dead letters: refused events with sequence, reason and payload.
+    DeadLetters {
+        /// Also list the ones already redriven.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Re-apply pending dead letters in stream order (after their cause is fixed).
+    Redrive {
+        /// Only these sequences (default: every pending dead letter).
+        #[arg(long = "seq")]
+        seqs: Vec<u64>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Rebuild the projection from the first event of the stream, beside the live one, and
+    /// switch over when caught up; the API keeps answering meanwhile.
+    Replay {
+        /// Rebuild even if retention dropped the start of the stream.
+        #[arg(long)]
+        accept_partial: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Fold the stream from the start and compare it, record by record, with the live
+    /// projection; exits 1 when they differ.
+    Verify {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+/// How the audit commands reach the running daemon.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The daemon's base URL (default: from http.listen).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A token with the needed action (coc:ledger:admin for the ledger commands).
+    #[arg(long, env = "TICKET_LEDGER_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl DaemonArgs {
+    fn client(&self, settings: &Settings) -> AdminClient {
+        let url = self.url.clone().unwrap_or_else(|| {
+            let mut addr = settings.http.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        });
+        AdminClient::new(&url, &self.token)
+    }
+}
+
+/// `emit` arguments.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// A file of CloudEvents, one JSON object per line (`-` reads stdin). Each is published on
+    /// the subject its `data.project_id` and `type` name, with its `id` as `Nats-Msg-Id`.
+    #[arg(long, conflicts_with_all = ["kind", "project", "order_id"])]
+    pub file: Option<PathBuf>,
+    /// Subject for lines of --file whose subject cannot be derived (to feed bad events by hand).
+    #[arg(long, requires = "file")]
+    pub subject: Option<String>,
+    /// Event kind.
+    #[arg(long, value_parser = parse_kind, required_unless_present = "file")]
+    pub kind: Option<Kind>,
+    /// Project id.
+    #[arg(long, required_unless_present = "file")]
+    pub project: Option<String>,
+    /// Ticket order id (> 0).
+    #[arg(long, required_unless_present = "file")]
+    pub order_id: Option<u64>,
+    /// Event time: RFC 3339 or ms since the epoch (default: now).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// CloudEvents id (default: a random UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// CloudEvents source.
+    #[arg(long, default_value = "ticket-ledger-emit")]
+    pub source: String,
+    /// `created`: ticket name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `created`: creator.
+    #[arg(long)]
+    pub creator: Option<String>,
+    /// `created`: execute_uuid (default: SCT + a random UUID).
+    #[arg(long)]
+    pub execute_uuid: Option<String>,
+    /// `created`: region ids.
+    #[arg(long, default_value = "cn-north-4")]
+    pub region_ids: String,
+    /// `created`: job type.
+    #[arg(long, default_value = DEFAULT_JOB_TYPE)]
+    pub job_type: String,
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    Kind::parse(s).ok_or_else(|| {
+        let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+/// Entry point of the binary.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref()).context("loading configuration")?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Serve => serve(settings).await,
+        Command::Emit(args) => emit(settings, *args).await,
+        Command::HashToken { token } => {
+            println!("{}", hash_token(&token));
+            Ok(())
+        }
+        Command::History {
+            execute_uuid,
+            project,
+            daemon,
+        } => audit::history(&daemon.client(&settings), &execute_uuid, project.as_deref()).await,
+        Command::DeadLetters { all, json, daemon } => {
+            audit::dead_letters(&daemon.client(&settings), all, json).await
+        }
+        Command::Redrive { seqs, daemon } => audit::redrive(&daemon.client(&settings), &seqs).await,
+        Command::Replay {
+            accept_partial,
+            daemon,
+        } => audit::replay(&daemon.client(&settings), accept_partial).await,
+        Command::Verify { daemon } => {
+            let report = audit::verify(&settings, &daemon.client(&settings)).await?;
+            if report.differences.is_empty() {
+                println!(
+                    "identical, {} tickets, through sequence {}",
+                    report.tickets, report.through_seq
+                );
+                Ok(())
+            } else {
+                for d in &report.differences {
+                    println!("{d}");
+                }
+                println!(
+                    "DIFFERENT: {} of {} tickets differ (through sequence {})",
+                    report.differences.len(),
+                    report.tickets,
+                    report.through_seq
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = App::build(settings).await?;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        on_signal.cancel();
+    });
+    app.run(cancel).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn parse_time(raw: Option<&str>) -> anyhow::Result<i64> {
+    match raw {
+        None => Ok((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64),
+        Some(r) => r
+            .parse::<i64>()
+            .ok()
+            .or_else(|| events::parse_time_ms(r))
+            .with_context(|| format!("--time {r:?} is neither RFC 3339 nor ms since the epoch")),
+    }
+}
+
+fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
+    let kind = a.kind.context("--kind is required")?;
+    let project = ProjectId::parse(a.project.as_deref().unwrap_or_default())?;
+    let order_id = a.order_id.context("--order-id is required")?;
+    let created = if kind == Kind::Created {
+        Some(CreatedData {
+            execute_uuid: a
+                .execute_uuid
+                .clone()
+                .unwrap_or_else(|| format!("SCT{}", uuid::Uuid::new_v4().simple())),
+            order_name: a.name.clone().context("created needs --name")?,
+            creator: a.creator.clone().context("created needs --creator")?,
+            region_ids: a.region_ids.clone(),
+            job_type: a.job_type.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(Event {
+        id: a
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        source: a.source.clone(),
+        kind,
+        time_ms: parse_time(a.time.as_deref())?,
+        project,
+        order_id,
+        created,
+    })
+}
+
+/// One message to publish: subject, payload, and the `Nats-Msg-Id` if the event has an id.
+struct Outgoing {
+    subject: String,
+    payload: Vec<u8>,
+    msg_id: Option<String>,
+}
+
+fn outgoing_from_line(
+    line: &str,
+    prefix: &str,
+    fallback: Option<&str>,
+) -> Result<Outgoing, String> {
+    let value: Option<serde_json::Value> = serde_json::from_str(line).ok();
+    let derived = value.as_ref().and_then(|v| {
+        let project = v.pointer("/data/project_id")?.as_str()?;
+        let kind = v.get("type")?.as_str()?.strip_prefix(events::TYPE_PREFIX)?;
+        Some(format!("{prefix}.{project}.{kind}"))
+    });
+    let subject = derived
+        .or_else(|| fallback.map(str::to_owned))
+        .ok_or("cannot derive the subject from data.project_id and type; pass --subject")?;
+    let msg_id = value
+        .as_ref()
+        .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+    Ok(Outgoing {
+        subject,
+        payload: line.as_bytes().to_vec(),
+        msg_id,
+    })
+}
+
+async fn emit(settings: Settings, args: EmitArgs) -> anyhow::Result<()> {
+    let prefix = settings.nats.subject_prefix.clone();
+    let mut out = Vec::new();
+    if let Some(file) = &args.file {
+        let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+            ))
+        };
+        for (n, line) in reader.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            out.push(
+                outgoing_from_line(&line, &prefix, args.subject.as_deref())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?,
+            );
+        }
+    } else {
+        let e = event_from_flags(&args)?;
+        out.push(Outgoing {
+            subject: e.subject(&prefix),
+            payload: e.to_bytes(),
+            msg_id: Some(e.id.clone()),
+        });
+    }
+    let client = async_nats::connect(server_addrs(&settings.nats.url)?)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to NATS at {:?} (is `ticket-ledger serve` running?)",
+                crate::nats::url::servers(&settings.nats.url).unwrap_or_default()
+            )
+        })?;
+    let js = jetstream::new(client);
+    ensure_stream(&js, &settings.nats).await?;
+    let last = publish_all(&js, out).await?;
+    println!("published through stream sequence {last}");
+    Ok(())
+}
+
+async fn publish_all(js: &jetstream::Context, out: Vec<Outgoing>) -> anyhow::Result<u64> {
+    const WINDOW: usize = 1000;
+    let mut pending = VecDeque::new();
+    let mut last = 0;
+    let total = out.len();
+    for o in out {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = &o.msg_id {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
+        pending.push_back(
+            js.publish_with_headers(o.subject, headers, o.payload.into())
+                .await?,
+        );
+        if pending.len() >= WINDOW {
+            let ack = pending.pop_front().expect("non-empty").await?;
+            last = last.max(ack.sequence);
+        }
+    }
+    for p in pending {
+        let ack = p.await?;
+        last = last.max(ack.sequence);
+    }
+    if total == 0 {
+        bail!("nothing to publish");
+    }
+    eprintln!("published {total} event(s)");
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_derived_from_lines() {
+        let line =
+            r#"{"type":"coc.job.script.started","id":"x","data":{"project_id":"p","order_id":1}}"#;
+        let o = outgoing_from_line(line, "coc.job.script", None).unwrap();
+        assert_eq!(o.subject, "coc.job.script.p.started");
+        assert_eq!(o.msg_id.as_deref(), Some("x"));
+        assert!(outgoing_from_line("{bad", "coc.job.script", None).is_err());
+        let o = outgoing_from_line("{bad", "coc.job.script", Some("coc.job.script.p.x")).unwrap();
+        assert_eq!(o.subject, "coc.job.script.p.x");
+        assert_eq!(o.msg_id, None);
+    }
+
+    #[test]
+    fn times_are_ms_or_rfc3339() {
+        assert_eq!(
+            parse_time(Some("1690200829451")).unwrap(),
+            1_690_200_829_451
+        );
+        assert_eq!(
+            parse_time(Some("2023-07-24T12:13:49.451Z")).unwrap(),
+            1_690_200_829_451
+        );
+        assert!(parse_time(Some("noon")).is_err());
+    }
+}

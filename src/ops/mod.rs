@@ -1,0 +1,14 @@
+//! The operations that move events and the commands people run: the ingest loop, the
+//! blue/green rebuild, the auditor's client and `verify`, and the command line. The outermost
+//! shell: may use every other layer.
+//!
+//! - [`ingest`]: the loop: ordered consumer from the stored position, fold, commit; reconnects.
+//! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
+//! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
+//!   rebuild with progress, `verify`.
+//! - [`cli`]: the command line (`serve`, `emit`, the auditor's commands, `hash-token`).
+
+pub mod audit;
+pub mod cli;
+pub mod ingest;
+pub mod replay;

@@ -1,0 +1,58 @@
+//! The durable shell: sled, the projection kept in step with the query view, and blue/green
+//! generations. May use [`crate::core`] and [`crate::view`]; knows nothing of NATS or HTTP.
+//!
+//! - [`records`]: the sled store itself: ticket records in chunks, dead letters and the stream
+//!   position, one atomic batch per flush.
+//! - [`projection`]: the store and the query view kept in step, with a write-behind buffer
+//!   between them; what ingest writes and the API reads.
+//! - `writer`: the write-behind thread and its hand-off protocol.
+//! - `seen`: which tickets a projection may hold, so that most look-ups of new ones skip sled.
+//! - [`generations`]: the live generation, a rebuilt one beside it, and `CURRENT`.
+
+pub mod generations;
+pub mod projection;
+pub mod records;
+mod seen;
+mod writer;
+
+pub use generations::Ledger;
+pub use projection::{FlushPolicy, Projection};
+pub use records::{DEFAULT_CACHE_MB, Store, encode_ticket, ticket_json, ticket_key_parts};
+
+/// A failure of the durable store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled itself failed (I/O, corruption it detected, lock held by another process...).
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file or directory of the store beside sled's own could not be read or written.
+    #[error("store I/O: {0}")]
+    Io(#[source] std::io::Error),
+    /// `CURRENT`, which names the live generation, is missing, unreadable or damaged: the store
+    /// refuses to open rather than guess, and deletes nothing.
+    #[error("{}: {problem}; the store was left as it is", path.display())]
+    Current {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it, and what to do.
+        problem: String,
+    },
+    /// A value could not be decoded: the store was written by something else.
+    #[error("corrupt record under key {key}: {reason}")]
+    Corrupt {
+        /// The key, hex.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A fold failed halfway and the in-memory buffer no longer matches the stream; the daemon
+    /// must restart from what sled holds.
+    #[error("the projection is inconsistent after a failed fold; restart the daemon")]
+    Inconsistent,
+    /// The store was written by an incompatible version of the daemon.
+    #[error("store format {found} is not the supported format {FORMAT_VERSION}", FORMAT_VERSION = records::FORMAT_VERSION)]
+    Format {
+        /// The version found.
+        found: u64,
+    },
+}

@@ -1,0 +1,494 @@
+//! The durable half of the projection, in sled.
+//!
+//! One sled tree holds everything, under one-byte key prefixes, so that a whole flush — the
+//! tickets changed since the last one, the dead letters produced and the stream position reached
+//! — is one atomic `apply_batch`. After any crash sled recovers a prefix of the flushes, so the
+//! stored position never runs ahead of (or behind) the records written with it.
+//!
+//! | key                                   | value                                |
+//! |---------------------------------------|--------------------------------------|
+//! | `t` project `\0` order_id>>7 (u64 BE) | a chunk: up to 128 tickets' records  |
+//! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
+//! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
+//! | `m:format`                            | store format version, u64 BE         |
+//!
+//! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
+//! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
+
+use std::path::Path;
+
+use super::StoreError;
+use crate::core::batch::DeadLetter;
+use crate::core::domain::ProjectId;
+use crate::core::fold::Ticket;
+
+const TICKET: u8 = b't';
+const DEAD: u8 = b'd';
+const APPLIED_SEQ: &[u8] = b"m:applied_seq";
+const FORMAT: &[u8] = b"m:format";
+/// sled's page cache, MiB, unless configured (`store.cache_mb`).
+pub const DEFAULT_CACHE_MB: u64 = 16;
+/// 5: chunks of 128 records (4 was chunks of 256, 3 of 64, 2 one record per key, 1 JSON).
+pub(super) const FORMAT_VERSION: u64 = 5;
+
+/// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
+/// a key lands in), so tickets that are created together, in `order_id` order, are stored
+/// together: one key for 128 `order_id`s. A project that takes every tenth id (the benchmark's
+/// ten projects) fills a 128-id chunk with about 13 tickets. Chunks of 64 ids (about 6) cost
+/// about a tenth more daemon CPU per event; chunks of 256 cost about 130 MiB more peak RSS
+/// through a 1M-ticket benchmark (sled holds larger nodes), which left too little margin under
+/// its 1 GiB target. A chunk is `[order_id u64 BE][len u32 BE][record]...`, ascending. What a
+/// flush rewrites does not grow with the chunk: the tickets live at a flush span a range of
+/// ids, and the chunks that range touches are rewritten whatever their size, plus at most one
+/// chunk's overhang at each end.
+const CHUNK_BITS: u32 = 7;
+
+fn chunk_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
+    ticket_key(project, order_id >> CHUNK_BITS)
+}
+
+/// The entries of a chunk: (order_id, record bytes), ascending.
+fn chunk_entries<'a>(key: &[u8], mut v: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, StoreError> {
+    let mut out = Vec::with_capacity(1 << CHUNK_BITS);
+    while !v.is_empty() {
+        if v.len() < 12 {
+            return Err(corrupt(key, "short chunk entry"));
+        }
+        let order = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(v[8..12].try_into().expect("4 bytes")) as usize;
+        let rest = &v[12..];
+        if rest.len() < len {
+            return Err(corrupt(key, "short chunk record"));
+        }
+        out.push((order, &rest[..len]));
+        v = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// The sled store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+fn dead_key(seq: u64) -> Vec<u8> {
+    let mut key = vec![DEAD];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn ticket_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + project.as_str().len() + 8);
+    k.push(TICKET);
+    k.extend_from_slice(project.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&order_id.to_be_bytes());
+    k
+}
+
+/// The (project, order_id) of a ticket key, if it is one.
+pub fn ticket_key_parts(key: &[u8]) -> Option<(ProjectId, u64)> {
+    let rest = key.strip_prefix(&[TICKET])?;
+    let (project, order) = rest.split_at(rest.len().checked_sub(9)?);
+    let order = order.strip_prefix(&[0])?;
+    let project = ProjectId::parse(std::str::from_utf8(project).ok()?).ok()?;
+    Some((project, u64::from_be_bytes(order.try_into().ok()?)))
+}
+
+fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: hex::encode(key),
+        reason: reason.to_string(),
+    }
+}
+
+fn u64_value(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = v.try_into().map_err(|_| corrupt(key, "not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The stored bytes of a ticket record (deterministic: see [`crate::core::record`]).
+pub fn encode_ticket(t: &Ticket) -> Vec<u8> {
+    crate::core::record::encode(t)
+}
+
+fn decode_ticket(key: &[u8], v: &[u8]) -> Result<Ticket, StoreError> {
+    crate::core::record::decode(v).map_err(|e| corrupt(key, e))
+}
+
+/// A ticket as exports show it: JSON, readable in audits.
+pub fn ticket_json(t: &Ticket) -> Vec<u8> {
+    serde_json::to_vec(t).expect("tickets always serialise")
+}
+
+fn encode_dead_letter(d: &DeadLetter) -> Vec<u8> {
+    let header = serde_json::to_vec(d).expect("dead letters always serialise");
+    let mut v = Vec::with_capacity(4 + header.len() + d.payload.len());
+    v.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    v.extend_from_slice(&header);
+    v.extend_from_slice(&d.payload);
+    v
+}
+
+fn decode_dead_letter(key: &[u8], v: &[u8]) -> Result<DeadLetter, StoreError> {
+    let len = v
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| corrupt(key, "short dead letter"))?;
+    let header = v
+        .get(4..4 + len)
+        .ok_or_else(|| corrupt(key, "short dead letter header"))?;
+    let mut d: DeadLetter = serde_json::from_slice(header).map_err(|e| corrupt(key, e))?;
+    d.payload = v[4 + len..].to_vec();
+    Ok(d)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, with the default page cache.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_MB)
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB. Reads are rare
+    /// (a ticket not in the write-behind buffer, a detail page), so a small cache is enough.
+    pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_mb * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let store = Self { db };
+        match store.db.get(FORMAT)? {
+            None => {
+                store.db.insert(FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = u64_value(FORMAT, &v)?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format { found });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// The last stream sequence whose effects are stored (0: none).
+    pub fn applied_seq(&self) -> Result<u64, StoreError> {
+        match self.db.get(APPLIED_SEQ)? {
+            None => Ok(0),
+            Some(v) => u64_value(APPLIED_SEQ, &v),
+        }
+    }
+
+    /// One ticket.
+    pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
+        let key = chunk_key(project, order_id);
+        let Some(v) = self.db.get(&key)? else {
+            return Ok(None);
+        };
+        let entries = chunk_entries(&key, &v)?;
+        match entries.binary_search_by_key(&order_id, |e| e.0) {
+            Ok(i) => decode_ticket(&key, entries[i].1).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every ticket, in key order (project, then order_id ascending).
+    pub fn tickets(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
+        self.raw_tickets().map(|r| {
+            let (k, v) = r?;
+            decode_ticket(&k, &v)
+        })
+    }
+
+    /// Every ticket's key (`t` project `\0` order_id) and record bytes, in key order: what
+    /// replay checks compare.
+    pub fn raw_tickets(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.per_chunk(|key, entries| {
+            let (project, _) = ticket_key_parts(key).ok_or_else(|| corrupt(key, "chunk key"))?;
+            Ok(entries
+                .into_iter()
+                .map(|(order, record)| Ok((ticket_key(&project, order), record.to_vec())))
+                .collect())
+        })
+    }
+
+    /// Every ticket without its history ([`crate::core::record::decode_head`]), in key order, read
+    /// straight from the chunks: what the query view is built from.
+    pub fn ticket_heads(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
+        self.per_chunk(|key, entries| {
+            Ok(entries
+                .into_iter()
+                .map(|(_, record)| {
+                    crate::core::record::decode_head(record).map_err(|e| corrupt(key, e))
+                })
+                .collect())
+        })
+    }
+
+    /// What `each` makes of every chunk's key and entries, flattened, in key order; a chunk that
+    /// cannot be read (or that `each` refuses) is one error in its place.
+    fn per_chunk<'s, T: 's>(
+        &'s self,
+        each: impl Fn(&[u8], Vec<(u64, &[u8])>) -> Result<Vec<Result<T, StoreError>>, StoreError> + 's,
+    ) -> impl Iterator<Item = Result<T, StoreError>> + 's {
+        self.db.scan_prefix([TICKET]).flat_map(move |kv| {
+            let items = kv
+                .map_err(StoreError::from)
+                .and_then(|(k, v)| each(&k, chunk_entries(&k, &v)?));
+            items.unwrap_or_else(|e| vec![Err(e)])
+        })
+    }
+
+    /// Every dead letter, in stream order.
+    pub fn dead_letters(&self) -> impl Iterator<Item = Result<DeadLetter, StoreError>> + '_ {
+        self.db.scan_prefix([DEAD]).map(|kv| {
+            let (k, v) = kv?;
+            decode_dead_letter(&k, &v)
+        })
+    }
+
+    /// One dead letter.
+    pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let key = dead_key(seq);
+        self.db
+            .get(&key)?
+            .map(|v| decode_dead_letter(&key, &v))
+            .transpose()
+    }
+
+    /// Writes tickets, dead letters (new or updated) and the position they reach in one atomic
+    /// sled batch: after a crash either all of it is there or none.
+    pub fn write<'a>(
+        &self,
+        tickets: impl IntoIterator<Item = &'a Ticket>,
+        dead_letters: impl IntoIterator<Item = &'a DeadLetter>,
+        applied_seq: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        // In key order, so that each chunk's tickets come together and ascending.
+        let mut tickets: Vec<&Ticket> = tickets.into_iter().collect();
+        tickets.sort_unstable_by(|a, b| (&a.project, a.order_id).cmp(&(&b.project, b.order_id)));
+        let mut records = Vec::new();
+        let mut new: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        for chunk in tickets.chunk_by(|a, b| {
+            a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
+        }) {
+            records.clear();
+            new.clear();
+            for t in chunk {
+                let start = records.len();
+                crate::core::record::encode_into(t, &mut records);
+                new.push((t.order_id, start..records.len()));
+            }
+            let key = chunk_key(&chunk[0].project, chunk[0].order_id);
+            // Read-modify-write: safe, because one writer writes a store at a time. Both lists
+            // ascend; a new record replaces the old one of its ticket.
+            let old = self.db.get(&key)?;
+            let old = match &old {
+                Some(v) => chunk_entries(&key, v)?,
+                None => Vec::new(),
+            };
+            let mut out = Vec::with_capacity(
+                old.iter().map(|(_, r)| 12 + r.len()).sum::<usize>()
+                    + records.len()
+                    + 12 * new.len(),
+            );
+            let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+            loop {
+                let take_new = match (o.peek(), n.peek()) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((old_order, _)), Some((new_order, _))) => {
+                        if old_order == new_order {
+                            o.next();
+                        }
+                        new_order <= old_order
+                    }
+                };
+                let (order, record) = if take_new {
+                    let (order, range) = n.next().expect("peeked");
+                    (*order, &records[range.clone()])
+                } else {
+                    let (order, record) = o.next().expect("peeked");
+                    (*order, *record)
+                };
+                out.extend_from_slice(&order.to_be_bytes());
+                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+                out.extend_from_slice(record);
+            }
+            batch.insert(key, out);
+        }
+        for d in dead_letters {
+            batch.insert(dead_key(d.seq), encode_dead_letter(d));
+        }
+        batch.insert(APPLIED_SEQ, &applied_seq.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Bytes of the records' own data as stored (chunk keys and values), as the benchmark's disk
+    /// ratio counts them.
+    pub fn record_bytes(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for kv in self.db.scan_prefix([TICKET]) {
+            let (k, v) = kv?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::domain::Status;
+
+    const PER_CHUNK: u64 = 1 << CHUNK_BITS;
+
+    fn ticket(project: &str, order_id: u64) -> Ticket {
+        Ticket {
+            project: ProjectId::parse(project).unwrap(),
+            order_id,
+            order_name: "n".into(),
+            execute_uuid: "u".into(),
+            creator: "c".into(),
+            region_ids: "r".into(),
+            job_type: "SCRIPT".into(),
+            gmt_created: 1,
+            gmt_finished: None,
+            execute_costs: None,
+            status: Status::Ready,
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn records_written_apart_merge_into_their_chunks_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Three chunks' worth of ids, written in two halves that interleave in every chunk.
+        let n = 3 * PER_CHUNK;
+        let evens: Vec<Ticket> = (1..=n / 2).map(|o| ticket("a", o * 2)).collect();
+        store.write(&evens, [], 1).unwrap();
+        // Odd ones between them, one even rewritten, and another project, in no order.
+        let mut later: Vec<Ticket> = (0..n / 2).rev().map(|o| ticket("a", o * 2 + 1)).collect();
+        let mut changed = ticket("a", PER_CHUNK);
+        changed.status = Status::Finished;
+        later.push(changed.clone());
+        later.push(ticket("b", 3));
+        store.write(&later, [], 2).unwrap();
+        let got: Vec<(String, u64)> = store
+            .tickets()
+            .map(|t| t.map(|t| (t.project.to_string(), t.order_id)).unwrap())
+            .collect();
+        let mut want: Vec<(String, u64)> = (1..=n).map(|o| ("a".to_owned(), o)).collect();
+        want.push(("b".to_owned(), 3));
+        assert_eq!(got, want);
+        let a = ProjectId::parse("a").unwrap();
+        assert_eq!(store.ticket(&a, PER_CHUNK).unwrap(), Some(changed));
+        assert_eq!(
+            store.ticket(&a, PER_CHUNK - 1).unwrap(),
+            Some(ticket("a", PER_CHUNK - 1))
+        );
+    }
+
+    #[test]
+    fn rewriting_one_ticket_of_a_chunk_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Three chunks and a bit; then one ticket of the second chunk rewritten, and one far
+        // beyond the rest.
+        let n = 3 * PER_CHUNK + 8;
+        let all: Vec<Ticket> = (1..=n).map(|o| ticket("a", o)).collect();
+        store.write(&all, [], n).unwrap();
+        let inner = PER_CHUNK + 6;
+        let far = 10 * PER_CHUNK;
+        let mut changed = ticket("a", inner);
+        changed.status = Status::Processing;
+        store
+            .write([&changed, &ticket("a", far)], [], n + 1)
+            .unwrap();
+        let got: Vec<Ticket> = store.tickets().map(Result::unwrap).collect();
+        assert_eq!(got.len() as u64, n + 1);
+        assert_eq!(got[inner as usize - 1], changed);
+        assert_eq!(got[inner as usize - 2], ticket("a", inner - 1));
+        assert_eq!(got[inner as usize], ticket("a", inner + 1));
+        assert_eq!(got[n as usize].order_id, far);
+        let keys: Vec<u64> = store
+            .raw_tickets()
+            .map(|r| ticket_key_parts(&r.unwrap().0).unwrap().1)
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
+        assert_eq!(
+            store
+                .ticket(&ProjectId::parse("a").unwrap(), inner)
+                .unwrap(),
+            Some(changed)
+        );
+        assert_eq!(
+            store
+                .ticket(&ProjectId::parse("a").unwrap(), n + 1)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn ticket_keys_split_back_into_project_and_order() {
+        let p = ProjectId::parse("proj-1").unwrap();
+        assert_eq!(ticket_key_parts(&ticket_key(&p, 258)), Some((p, 258)));
+        assert_eq!(ticket_key_parts(b"d12345678"), None);
+        assert_eq!(ticket_key_parts(b"t"), None);
+    }
+
+    #[test]
+    fn a_commit_stores_tickets_dead_letters_and_position_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.applied_seq().unwrap(), 0);
+        let dl = DeadLetter {
+            seq: 3,
+            subject: "s".into(),
+            code: "malformed_json".into(),
+            reason: "bad".into(),
+            payload: vec![0, 159, 146, 150, b'{'],
+            redriven_by: None,
+        };
+        store
+            .write(&[ticket("a", 2), ticket("a", 10), ticket("b", 1)], [&dl], 3)
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.applied_seq().unwrap(), 3);
+        let all: Vec<_> = store.tickets().map(Result::unwrap).collect();
+        let keys: Vec<_> = all
+            .iter()
+            .map(|t| (t.project.as_str(), t.order_id))
+            .collect();
+        assert_eq!(keys, [("a", 2), ("a", 10), ("b", 1)]);
+        assert_eq!(
+            store.ticket(&ProjectId::parse("a").unwrap(), 10).unwrap(),
+            Some(ticket("a", 10))
+        );
+        assert_eq!(
+            store.ticket(&ProjectId::parse("b").unwrap(), 10).unwrap(),
+            None
+        );
+        let dls: Vec<_> = store.dead_letters().map(Result::unwrap).collect();
+        assert_eq!(dls, [dl]);
+    }
+}
