@@ -1,6 +1,8 @@
 //! API errors in the Huawei shape `{"error_code": "...", "error_msg": "..."}`, in English or
 //! Chinese (`X-Language: zh-cn`). Every code is listed in README.md ("Error codes").
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,12 +69,57 @@ pub enum ApiError {
     /// The route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// Something broke inside the daemon (never caused by input).
+    /// Something broke inside the daemon (never caused by input). The cause goes with the
+    /// response to the request-id middleware, which logs it once; the client sees only the code.
     #[error("internal error")]
-    Internal,
+    Internal(Cause),
 }
 
+/// The cause of an internal error, kept to be logged (compared by identity: no two failures are
+/// the same failure).
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Wraps a failure.
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Cause(Arc::from(e.into()))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    /// The error and its sources, outermost first.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cause({self})")
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Cause {}
+
 impl ApiError {
+    /// An internal failure with its cause.
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        ApiError::Internal(Cause::new(e))
+    }
+
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -101,7 +148,7 @@ impl ApiError {
             ApiError::ReplayRunning | ApiError::PartialHistory(_) => StatusCode::CONFLICT,
             ApiError::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -141,7 +188,7 @@ impl ApiError {
             ApiError::PartialHistory(_) => "COC.00040902",
             ApiError::BrokerUnavailable => "COC.00050300",
             ApiError::MethodNotAllowed => "COC.00040500",
-            ApiError::Internal => "COC.00050000",
+            ApiError::Internal(_) => "COC.00050000",
         }
     }
 
@@ -221,14 +268,18 @@ impl ApiError {
             ),
             ApiError::BrokerUnavailable => "当前无法连接 NATS 服务器，请稍后重试".to_owned(),
             ApiError::MethodNotAllowed => "不支持该请求方法".to_owned(),
-            ApiError::Internal => "内部错误".to_owned(),
+            ApiError::Internal(_) => "内部错误".to_owned(),
         }
     }
 
     /// The response in a language.
     pub fn into_response_in(self, lang: Lang) -> Response {
         let body = json!({"error_code": self.code(), "error_msg": self.message(lang)});
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Internal(cause) = self {
+            response.extensions_mut().insert(cause);
+        }
+        response
     }
 }
 

@@ -138,8 +138,8 @@ pub async fn detail(
     let uuid = execute_uuid.clone();
     let found = tokio::task::spawn_blocking(move || projection.ticket_by_uuid(&project, &uuid))
         .await
-        .map_err(|_| fail(ApiError::Internal))?
-        .map_err(|_| fail(ApiError::Internal))?;
+        .map_err(|e| fail(ApiError::internal(e)))?
+        .map_err(|e| fail(ApiError::internal(e)))?;
     // A ticket the coc:JobType condition hides does not exist for this caller.
     let ticket = found
         .filter(|t| principal.sees_job_type(&t.job_type))
@@ -239,8 +239,8 @@ pub async fn dead_letters(
         Ok::<_, crate::store::StoreError>((items, by_reason))
     })
     .await
-    .map_err(|_| fail(ApiError::Internal))?
-    .map_err(|_| fail(ApiError::Internal))?;
+    .map_err(|e| fail(ApiError::internal(e)))?
+    .map_err(|e| fail(ApiError::internal(e)))?;
     Ok(Json(
         json!({ "data": { "pending_by_reason": by_reason, "dead_letters": items } }),
     ))
@@ -283,8 +283,8 @@ pub async fn redrive(
             .collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map_err(|_| fail(ApiError::Internal))?
-    .map_err(|_| fail(ApiError::Internal))?;
+    .map_err(|e| fail(ApiError::internal(e)))?
+    .map_err(|e| fail(ApiError::internal(e)))?;
     let js = jetstream::new(state.admin.client.clone());
     let mut copies = Vec::new();
     for d in &pending {
@@ -372,7 +372,7 @@ pub async fn records(State(state): State<AppState>, caller: Caller) -> Result<Re
         Ok::<_, crate::store::StoreError>(out)
     })
     .await
-    .map_err(|_| Localized(ApiError::Internal, lang))?
-    .map_err(|_| Localized(ApiError::Internal, lang))?;
+    .map_err(|e| Localized(ApiError::internal(e), lang))?
+    .map_err(|e| Localized(ApiError::internal(e), lang))?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

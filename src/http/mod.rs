@@ -8,6 +8,8 @@ pub mod error;
 pub mod ledger;
 pub mod orders;
 pub mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -163,9 +165,43 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response_in(Lang::En)
-        }))
+        .layer(CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                ApiError::internal(format!("handler panicked: {what}")).into_response_in(Lang::En)
+            },
+        ))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` when it is a plain token, else a new
+/// one), returns it as `X-Request-Id`, and logs the cause of an internal error once, with it.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            (1..=128).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await;
+    if let Some(cause) = response.extensions_mut().remove::<error::Cause>() {
+        tracing::error!(request_id = %id, %method, path, error = %cause, "internal error");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 async fn not_found(headers: HeaderMap) -> Response {

@@ -24,10 +24,10 @@ pub use records::{DEFAULT_CACHE_MB, Store, encode_ticket, ticket_json, ticket_ke
 pub enum StoreError {
     /// sled itself failed (I/O, corruption it detected, lock held by another process...).
     #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A file or directory of the store beside sled's own could not be read or written.
     #[error("store I/O: {0}")]
-    Io(#[source] std::io::Error),
+    Io(std::io::Error),
     /// `CURRENT`, which names the live generation, is missing, unreadable or damaged: the store
     /// refuses to open rather than guess, and deletes nothing.
     #[error("{}: {problem}; the store was left as it is", path.display())]
@@ -55,4 +55,12 @@ pub enum StoreError {
         /// The version found.
         found: u64,
     },
+}
+
+// The inner errors are shown in the message, not chained as sources, so that a logged chain
+// names each cause once.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
 }

@@ -1,0 +1,221 @@
+//! Handler tests without a broker: the real router on a real sled store in a temp dir, called
+//! with `oneshot` (no socket). The NATS client is a real one that has no server to reach, so
+//! the admin routes that need the broker answer 503, as they would with the broker down.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::{AuthSettings, PrincipalSettings, TokenSettings};
+use crate::core::batch::Commit;
+use crate::core::domain::Status;
+use crate::core::fold::Ticket;
+use crate::store::FlushPolicy;
+
+const TOKEN: &str = "handler-test-token";
+
+async fn state(dir: &std::path::Path) -> AppState {
+    let auth = Authenticator::from_settings(&AuthSettings {
+        principals: vec![PrincipalSettings {
+            name: "p".into(),
+            projects: vec!["proj-a".into()],
+            actions: vec!["coc:job:list".into(), "coc:job:get".into()],
+            job_types: None,
+        }],
+        tokens: vec![TokenSettings {
+            principal: "p".into(),
+            sha256: auth::hash_token(TOKEN),
+        }],
+        access_keys: vec![],
+    })
+    .unwrap();
+    let ledger = Ledger::open(dir, FlushPolicy::default()).unwrap();
+    let ticket = |order_id: u64, status| Ticket {
+        project: ProjectId::parse("proj-a").unwrap(),
+        order_id,
+        order_name: format!("job-{order_id}"),
+        execute_uuid: format!("SCT{order_id}"),
+        creator: "alice".into(),
+        region_ids: "cn-north-4".into(),
+        job_type: "SCRIPT".into(),
+        gmt_created: 1_690_000_000_000 + order_id as i64,
+        gmt_finished: None,
+        execute_costs: None,
+        status,
+        history: vec![],
+    };
+    ledger
+        .current()
+        .commit(Commit {
+            tickets: vec![ticket(1, Status::Processing), ticket(2, Status::Ready)],
+            applied_seq: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    // A real client with nothing to connect to (port 9 is discard; nothing listens there).
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect("127.0.0.1:9")
+        .await
+        .unwrap();
+    let defaults = crate::config::Settings::defaults();
+    AppState {
+        ledger: Arc::new(ledger),
+        auth: Arc::new(auth),
+        ready_max_lag: 1000,
+        admin: Arc::new(Admin::new(client, defaults.nats, defaults.ingest)),
+        broker: Arc::new(BrokerStatus::default()),
+    }
+}
+
+async fn call(state: &AppState, uri: &str, token: Option<&str>) -> (StatusCode, String, Value) {
+    let mut req = Request::get(uri);
+    if let Some(t) = token {
+        req = req.header("X-Auth-Token", t);
+    }
+    let response = router(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        id,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_list_answers_from_the_projection_without_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let (status, id, body) = call(&s, "/v1/job/script/orders?limit=1", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["total"], 2);
+    assert_eq!(body["data"]["data"][0]["order_id"], 2);
+    assert_eq!(body["data"]["data"][0]["status"], "READY");
+    assert_eq!(id.len(), 32, "every response carries a request id");
+    let (status, _, body) = call(&s, "/v1/job/script/orders?marker=2", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["data"][0]["order_id"], 1);
+}
+
+#[tokio::test]
+async fn every_failure_is_a_huawei_shaped_4xx_or_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let cases = [
+        (
+            "/v1/job/script/orders?limit=0",
+            Some(TOKEN),
+            400,
+            "COC.00040001",
+        ),
+        (
+            "/v1/job/script/orders?status=DONE",
+            Some(TOKEN),
+            400,
+            "COC.00040003",
+        ),
+        ("/v1/job/script/orders", None, 401, "COC.00040100"),
+        ("/v1/job/script/orders", Some("wrong"), 401, "COC.00040101"),
+        ("/v1/ledger/dead-letters", Some(TOKEN), 403, "COC.00040301"),
+        ("/nowhere", Some(TOKEN), 404, "COC.00040400"),
+    ];
+    for (uri, token, want, code) in cases {
+        let (status, _, body) = call(&s, uri, token).await;
+        assert_eq!(status.as_u16(), want, "{uri}: {body}");
+        assert_eq!(body["error_code"], code, "{uri}: {body}");
+        assert!(body["error_msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, _, body) = call(&s, "/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no broker: {body}");
+    assert_eq!(body["nats_connected"], false);
+    assert_eq!(body["applied_seq"], 2);
+}
+
+/// A caller's own `X-Request-Id` is kept when it is a plain token, replaced when it is not.
+#[tokio::test]
+async fn a_plain_request_id_is_kept_and_anything_else_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    for (given, kept) in [("abc-123_x", true), ("has space", false), ("", false)] {
+        let response = router(s.clone())
+            .oneshot(
+                Request::get("/healthz")
+                    .header("x-request-id", given)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id == given, kept, "{given:?} -> {id:?}");
+    }
+}
+
+/// A 500 keeps its cause: the client sees only the code, and the cause is logged once, with
+/// the request's id.
+#[tokio::test(flavor = "current_thread")]
+async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
+    #[derive(Clone, Default)]
+    struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = axum::Router::new()
+        .route(
+            "/boom",
+            axum::routing::get(|| async {
+                let io = std::io::Error::other("disk on fire");
+                ApiError::internal(crate::store::StoreError::Io(io)).into_response_in(Lang::En)
+            }),
+        )
+        .layer(axum::middleware::from_fn(request_id));
+    let response = app
+        .oneshot(
+            Request::get("/boom")
+                .header("x-request-id", "req-42")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("COC.00050000") && !body.contains("fire"),
+        "{body}"
+    );
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logged.matches("disk on fire").count(), 1, "{logged}");
+    assert!(
+        logged.contains("req-42") && logged.contains("store I/O"),
+        "{logged}"
+    );
+}
