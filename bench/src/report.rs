@@ -10,6 +10,17 @@ use crate::BenchOptions;
 use crate::reads::Limit;
 use crate::stats::Latency;
 
+/// What the report says of the PostgreSQL baseline beside its latencies.
+#[derive(Default)]
+pub struct Postgres {
+    /// `SHOW` of the settings that matter, `server_version` first.
+    pub settings: Vec<(String, String)>,
+    /// `EXPLAIN (ANALYZE, BUFFERS)` of each query's page and count.
+    pub plans: Vec<(String, String)>,
+    /// The query cross-checked with `pgbench -M prepared` at 8 clients, and its tps.
+    pub pgbench: Option<(String, Result<f64, String>)>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn write_report(
     opts: &BenchOptions,
@@ -22,7 +33,7 @@ pub fn write_report(
     rows: &[(String, String, Latency)],
     (first_p50, deep_p50): (f64, f64),
     baseline: &[Option<Latency>],
-    pg_version: Option<&str>,
+    pg: &Postgres,
     (ingest_rss_kib, rss_kib): (u64, u64),
     disk: u64,
     records: u64,
@@ -146,11 +157,42 @@ pub fn write_report(
             l.total, l.p50_us, l.p99_us, l.max_us, l.rps
         );
     }
+    let version = pg
+        .settings
+        .first()
+        .map_or("not reachable: baseline not measured", |(_, v)| v.as_str());
     let _ = writeln!(
         md,
-        "\nPostgreSQL {}: the same tickets (final states), table with primary key (project, order_id) and indexes on (project, creator, order_id), (project, status, order_id), (project, creator, status, order_id), (project, gmt_created) and a pg_trgm GIN index on lower(order_name); each request is the page query plus its `count(*)`, prepared, over the wire protocol directly (no HTTP in front, unlike the ledger).",
-        pg_version.unwrap_or("not reachable: baseline not measured")
+        "\nPostgreSQL {version}: the same tickets (final states), loaded with COPY into a table with primary key (project, order_id) and indexes on (project, creator, order_id), (project, status, order_id), (project, creator, status, order_id), (project, gmt_created) and a pg_trgm GIN index on lower(order_name), then `VACUUM (ANALYZE)`; each request is the page query plus its `count(*)`, each statement prepared once per connection, over the wire protocol directly (no HTTP in front, unlike the ledger). Every query's plan is at the end of this file."
     );
+    if !pg.settings.is_empty() {
+        let list: Vec<String> = pg
+            .settings
+            .iter()
+            .map(|(k, v)| format!("`{k}` = {v}"))
+            .collect();
+        let _ = writeln!(md, "\nPostgreSQL settings: {}.", list.join(", "));
+    }
+    if let Some((name, result)) = &pg.pgbench {
+        let ours = rows
+            .iter()
+            .zip(baseline)
+            .find(|((n, _, _), _)| n == name)
+            .and_then(|(_, b)| b.as_ref().map(|b| b.rps));
+        match (result, ours) {
+            (Ok(tps), Some(ours)) => {
+                let _ = writeln!(
+                    md,
+                    "\nCross-check of the baseline's own load: `pgbench -M prepared -c 8 -j 2` on the {name} query (page + count as one transaction) reached {tps:.0} tps; the benchmark's 8 connections reached {ours:.0} req/s: {:.2} of pgbench (target: within 20%).",
+                    ours / tps.max(1e-9)
+                );
+            }
+            (Err(e), _) => {
+                let _ = writeln!(md, "\npgbench cross-check of {name} failed: {e}");
+            }
+            _ => {}
+        }
+    }
     let _ = writeln!(
         md,
         "\nDeep page / first page, p50 of {} requests each, alternating: {deep_p50:.0} µs / {first_p50:.0} µs = {:.2} (target ≤ 1.2).",
@@ -191,6 +233,15 @@ pub fn write_report(
         md,
         "\nThe store is measured after the rebuild and a graceful stop (the old generation is deleted at switch-over)."
     );
+    if !pg.plans.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## PostgreSQL's plans\n\n`EXPLAIN (ANALYZE, BUFFERS)` of each query's page and count, project-0, after `VACUUM (ANALYZE)`.\n"
+        );
+        for (name, plan) in &pg.plans {
+            let _ = writeln!(md, "### {name}\n\n```text\n{}```\n", plan);
+        }
+    }
     std::fs::write(&opts.out, md).with_context(|| format!("writing {}", opts.out.display()))?;
     eprintln!("wrote {}", opts.out.display());
     Ok(())

@@ -269,21 +269,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
 
     // The same tickets and queries in PostgreSQL.
     let mut baseline: Vec<Option<Latency>> = Vec::new();
-    let mut pg_version = None;
-    if let Some(pg) = postgres::connect(&opts.postgres).await {
-        pg_version = pg
-            .query_one("SHOW server_version", &[])
-            .await
-            .ok()
-            .map(|r| r.get::<_, String>(0));
+    let mut pg = report::Postgres::default();
+    if let Some(client) = postgres::connect(&opts.postgres).await {
+        let pg_client = &client;
         eprintln!("loading {} tickets into PostgreSQL...", finals.len());
-        let secs = postgres::load(&pg, &finals).await?;
-        eprintln!("loaded and indexed in {secs:.1}s");
+        let secs = postgres::load(pg_client, &finals).await?;
+        eprintln!("loaded, indexed and vacuumed in {secs:.1}s");
         drop(finals);
+        pg.settings = postgres::settings(pg_client).await;
         for (name, q) in &queries {
+            let plan = postgres::explain(pg_client, "project-0", q)
+                .await
+                .with_context(|| format!("EXPLAIN of {name}"))?;
+            pg.plans.push((name.to_string(), plan));
             let l = postgres::measure(
                 &opts.postgres,
-                &pg,
+                pg_client,
                 "project-0",
                 q,
                 opts.requests,
@@ -297,7 +298,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             );
             baseline.push(Some(l));
         }
-        postgres::cleanup(&pg).await;
+        // The cross-check: one query through pgbench, PostgreSQL's own load generator.
+        let (name, q) = &queries[1];
+        let secs = opts.throughput_secs.max(5);
+        pg.pgbench = Some(
+            match postgres::pgbench(&opts.postgres, "project-0", q, secs) {
+                Ok(tps) => {
+                    eprintln!("pgbench -M prepared, 8 clients, {name}: {tps:.0} tps");
+                    (name.to_string(), Ok(tps))
+                }
+                Err(e) => {
+                    eprintln!("pgbench cross-check failed: {e:#}");
+                    (name.to_string(), Err(format!("{e:#}")))
+                }
+            },
+        );
+        postgres::cleanup(pg_client).await;
     }
 
     // A graceful stop writes everything; then the store is measured at rest.
@@ -329,7 +345,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         &rows,
         (first_p50, deep_p50),
         &baseline,
-        pg_version.as_deref(),
+        &pg,
         (ingest_rss_kib, rss_kib),
         disk,
         records,

@@ -4,6 +4,8 @@
 //! touches NATS or sled, so every rejection is unit-tested without I/O. Encoding (for
 //! `ticket-ledger emit` and the tests) lives here too, so the two directions cannot drift apart.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -201,15 +203,39 @@ impl<D> Envelope<D> {
     }
 }
 
+/// `data`, its strings borrowed from the payload unless they hold escapes.
 #[derive(Deserialize)]
-struct RawData {
-    project_id: String,
+struct RawData<'a> {
+    #[serde(borrow)]
+    project_id: Cow<'a, str>,
     order_id: u64,
-    execute_uuid: Option<String>,
-    order_name: Option<String>,
-    creator: Option<String>,
-    region_ids: Option<String>,
-    job_type: Option<String>,
+    #[serde(borrow)]
+    execute_uuid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    order_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    creator: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    region_ids: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    job_type: Option<Cow<'a, str>>,
+}
+
+/// The envelope with its strings borrowed like [`RawData`]'s.
+#[derive(Deserialize)]
+struct BorrowedEnvelope<'a> {
+    #[serde(borrow)]
+    specversion: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    data: RawData<'a>,
 }
 
 /// Decodes one message of the stream.
@@ -239,24 +265,54 @@ pub fn decode(
     }
 }
 
-/// The serde path of [`decode`], for every payload the scanner does not take.
+/// [`decode`] without its scanner: serde alone, with borrowed fields. Kept public for the
+/// benchmark's A/B of the scanner against serde (BENCHMARKS.md); the daemon calls [`decode`].
+pub fn decode_with_serde_only(
+    subject: &str,
+    payload: &[u8],
+    subject_prefix: &str,
+    max_bytes: usize,
+) -> Result<Event, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            max: max_bytes,
+        });
+    }
+    decode_with_serde(subject, payload, subject_prefix)
+}
+
+/// The serde path of [`decode`], for every payload the scanner does not take: borrowed fields
+/// first, and, if that fails, a JSON tree to name the precise reason.
 fn decode_with_serde(
     subject: &str,
     payload: &[u8],
     subject_prefix: &str,
 ) -> Result<Event, DecodeError> {
+    if let Ok(e) = serde_json::from_slice::<BorrowedEnvelope<'_>>(payload) {
+        let d = &e.data;
+        let attrs = scan::Attrs {
+            specversion: &e.specversion,
+            id: &e.id,
+            source: &e.source,
+            ty: &e.ty,
+            time: &e.time,
+        };
+        let data = scan::Data {
+            project_id: &d.project_id,
+            order_id: d.order_id,
+            execute_uuid: d.execute_uuid.as_deref(),
+            order_name: d.order_name.as_deref(),
+            creator: d.creator.as_deref(),
+            region_ids: d.region_ids.as_deref(),
+            job_type: d.job_type.as_deref(),
+        };
+        return validate(subject, subject_prefix, (attrs, Ok(data)));
+    }
     // The data's verdict waits until the attributes are checked, so that reasons keep their
     // order whichever path decoded the payload.
-    let (env, data) = match serde_json::from_slice::<Envelope<RawData>>(payload) {
-        Ok(e) => {
-            let (env, data) = e.split();
-            (env, Ok(data))
-        }
-        Err(_) => {
-            let (env, data) = envelope_or_reason(payload)?.split();
-            (env, typed_data(data))
-        }
-    };
+    let (env, data) = envelope_or_reason(payload)?.split();
+    let data = typed_data(&data);
     let attrs = scan::Attrs {
         specversion: &env.specversion,
         id: &env.id,
@@ -352,11 +408,11 @@ fn envelope_or_reason(payload: &[u8]) -> Result<Envelope<Value>, DecodeError> {
     serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
 }
 
-fn typed_data(data: Value) -> Result<RawData, DecodeError> {
+fn typed_data(data: &Value) -> Result<RawData<'_>, DecodeError> {
     if !data.is_object() {
         return Err(DecodeError::Data("data must be a JSON object".into()));
     }
-    serde_json::from_value(data).map_err(|e| DecodeError::Data(e.to_string()))
+    RawData::deserialize(data).map_err(|e| DecodeError::Data(e.to_string()))
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
