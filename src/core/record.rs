@@ -1,28 +1,121 @@
-//! The stored form of a ticket record: a compact binary encoding, with no I/O.
+//! The stored form of a ticket record: postcard (a compact, deterministic varint encoding)
+//! of a storage mirror of [`Ticket`], with no I/O.
 //!
 //! Records were JSON (~690 bytes a ticket at the benchmark's mix); this form is about a third of
 //! that and several times faster to write and read, which matters because every ticket is
 //! encoded once per flush and decoded whenever a later event finds it only in sled. JSON remains
 //! the form of every export (`GET /v1/ledger/records`, the detail endpoint).
 //!
+//! Why a mirror and not `Ticket`'s own serde derive: that derive is the JSON export's shape (the
+//! outcome internally tagged), which postcard cannot write. The mirror borrows the ticket's
+//! strings when encoding and writes its history straight from the ticket's entries.
+//!
 //! The encoding is deterministic (a ticket has exactly one encoding), so two folds of the same
 //! stream store byte-identical records, which the crash and replay checks compare.
 //!
-//! Layout: a version byte, then the fields in [`Ticket`]'s order. Integers are LEB128 varints
-//! (signed ones zig-zagged), strings are a varint length and UTF-8 bytes, an `Option` is a 0/1
-//! byte before its value, enums are one byte: the position in [`Status::ALL`] or [`Kind::ALL`]
-//! (so reordering those lists changes the store format).
+//! Layout: a version byte, then postcard of the fields in [`Ticket`]'s order, the history last
+//! (so that [`decode_head`] reads the fields before it and stops). Enums are their variant's
+//! index in declaration order (so reordering [`Status`] or [`Kind`] changes the store format).
+//! A hand-written encoder of the same layout was measured against this one (BENCHMARKS.md,
+//! "Codecs") and did not earn its keep.
+
+use serde::{Deserialize, Serialize};
 
 use crate::core::domain::{ProjectId, Status};
 use crate::core::events::Kind;
 use crate::core::fold::{HistoryEntry, Outcome, Ticket};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a ticket record: {0}")]
-pub struct RecordError(&'static str);
+pub struct RecordError(String);
+
+/// What is written: the ticket's fields, borrowed.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    project: &'a str,
+    order_id: u64,
+    order_name: &'a str,
+    execute_uuid: &'a str,
+    creator: &'a str,
+    region_ids: &'a str,
+    job_type: &'a str,
+    gmt_created: i64,
+    gmt_finished: Option<i64>,
+    execute_costs: Option<i64>,
+    status: Status,
+    #[serde(serialize_with = "history_ref")]
+    history: &'a [HistoryEntry],
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    seq: u64,
+    id: &'a str,
+    kind: Kind,
+    time_ms: i64,
+    source: &'a str,
+    outcome: OutcomeRef<'a>,
+}
+
+#[derive(Serialize)]
+enum OutcomeRef<'a> {
+    Applied,
+    Duplicate,
+    Rejected(&'a str, &'a str),
+}
+
+/// The history as a sequence, straight from the ticket's entries.
+fn history_ref<S: serde::Serializer>(h: &&[HistoryEntry], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter().map(|h| EntryRef {
+        seq: h.seq,
+        id: &h.id,
+        kind: h.kind,
+        time_ms: h.time_ms,
+        source: &h.source,
+        outcome: match &h.outcome {
+            Outcome::Applied => OutcomeRef::Applied,
+            Outcome::Duplicate => OutcomeRef::Duplicate,
+            Outcome::Rejected { code, reason } => OutcomeRef::Rejected(code, reason),
+        },
+    }))
+}
+
+/// What is read: every field before the history (the whole record is a `Head` and then its
+/// history).
+#[derive(Deserialize)]
+struct Head {
+    project: String,
+    order_id: u64,
+    order_name: String,
+    execute_uuid: String,
+    creator: String,
+    region_ids: String,
+    job_type: String,
+    gmt_created: i64,
+    gmt_finished: Option<i64>,
+    execute_costs: Option<i64>,
+    status: Status,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    seq: u64,
+    id: String,
+    kind: Kind,
+    time_ms: i64,
+    source: String,
+    outcome: StoredOutcome,
+}
+
+#[derive(Deserialize)]
+enum StoredOutcome {
+    Applied,
+    Duplicate,
+    Rejected(String, String),
+}
 
 /// Encodes a ticket.
 pub fn encode(t: &Ticket) -> Vec<u8> {
@@ -33,197 +126,88 @@ pub fn encode(t: &Ticket) -> Vec<u8> {
 
 /// [`encode`], appending to `w` (the writer encodes a chunk's records back to back).
 pub fn encode_into(t: &Ticket, w: &mut Vec<u8>) {
+    let r = RecordRef {
+        project: t.project.as_str(),
+        order_id: t.order_id,
+        order_name: &t.order_name,
+        execute_uuid: &t.execute_uuid,
+        creator: &t.creator,
+        region_ids: &t.region_ids,
+        job_type: &t.job_type,
+        gmt_created: t.gmt_created,
+        gmt_finished: t.gmt_finished,
+        execute_costs: t.execute_costs,
+        status: t.status,
+        history: &t.history,
+    };
     w.push(VERSION);
-    put_str(w, t.project.as_str());
-    put_u64(w, t.order_id);
-    put_str(w, &t.order_name);
-    put_str(w, &t.execute_uuid);
-    put_str(w, &t.creator);
-    put_str(w, &t.region_ids);
-    put_str(w, &t.job_type);
-    put_i64(w, t.gmt_created);
-    put_opt(w, t.gmt_finished);
-    put_opt(w, t.execute_costs);
-    w.push(status_byte(t.status));
-    put_u64(w, t.history.len() as u64);
-    for h in &t.history {
-        put_u64(w, h.seq);
-        put_str(w, &h.id);
-        w.push(kind_byte(h.kind));
-        put_i64(w, h.time_ms);
-        put_str(w, &h.source);
-        match &h.outcome {
-            Outcome::Applied => w.push(0),
-            Outcome::Duplicate => w.push(1),
-            Outcome::Rejected { code, reason } => {
-                w.push(2);
-                put_str(w, code);
-                put_str(w, reason);
-            }
-        }
-    }
+    let out = postcard::to_extend(&r, std::mem::take(w));
+    // Writing to a vector fails only if serde itself refuses the value, and every field here
+    // is a plain integer, string or unit-like enum.
+    *w = out.expect("a ticket record always serialises");
 }
 
 /// Decodes a ticket.
 pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
-    decode_with(bytes, true)
+    let (mut t, rest) = head(bytes)?;
+    let (entries, rest): (Vec<Entry>, _) = postcard::take_from_bytes(rest).map_err(bad)?;
+    if !rest.is_empty() {
+        return Err(RecordError("trailing bytes".into()));
+    }
+    t.history = entries
+        .into_iter()
+        .map(|h| HistoryEntry {
+            seq: h.seq,
+            id: h.id,
+            kind: h.kind,
+            time_ms: h.time_ms,
+            source: h.source,
+            outcome: match h.outcome {
+                StoredOutcome::Applied => Outcome::Applied,
+                StoredOutcome::Duplicate => Outcome::Duplicate,
+                StoredOutcome::Rejected(code, reason) => Outcome::Rejected { code, reason },
+            },
+        })
+        .collect();
+    Ok(t)
 }
 
 /// A ticket without its history (left empty): what the query view is built from at start-up,
 /// without allocating an audit trail it never shows.
 pub fn decode_head(bytes: &[u8]) -> Result<Ticket, RecordError> {
-    decode_with(bytes, false)
+    head(bytes).map(|(t, _)| t)
 }
 
-fn decode_with(bytes: &[u8], with_history: bool) -> Result<Ticket, RecordError> {
-    let mut r = Reader(bytes);
-    if r.byte()? != VERSION {
-        return Err(RecordError("unknown record version"));
+fn bad(e: postcard::Error) -> RecordError {
+    RecordError(e.to_string())
+}
+
+/// The ticket without its history, and the bytes after the head.
+fn head(bytes: &[u8]) -> Result<(Ticket, &[u8]), RecordError> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| RecordError("empty".into()))?;
+    if version != VERSION {
+        return Err(RecordError(format!("unknown record version {version}")));
     }
-    let project = ProjectId::parse(&r.string()?).map_err(|_| RecordError("invalid project id"))?;
-    let order_id = r.u64()?;
-    let order_name = r.string()?;
-    let execute_uuid = r.string()?;
-    let creator = r.string()?;
-    let region_ids = r.string()?;
-    let job_type = r.string()?;
-    let gmt_created = r.i64()?;
-    let gmt_finished = r.opt()?;
-    let execute_costs = r.opt()?;
-    let status = *Status::ALL
-        .get(r.byte()? as usize)
-        .ok_or(RecordError("unknown status"))?;
-    let n = if with_history { r.u64()? as usize } else { 0 };
-    let mut history = Vec::with_capacity(n.min(1024));
-    for _ in 0..n {
-        let seq = r.u64()?;
-        let id = r.string()?;
-        let kind = *Kind::ALL
-            .get(r.byte()? as usize)
-            .ok_or(RecordError("unknown kind"))?;
-        let time_ms = r.i64()?;
-        let source = r.string()?;
-        let outcome = match r.byte()? {
-            0 => Outcome::Applied,
-            1 => Outcome::Duplicate,
-            2 => Outcome::Rejected {
-                code: r.string()?,
-                reason: r.string()?,
-            },
-            _ => return Err(RecordError("unknown outcome")),
-        };
-        history.push(HistoryEntry {
-            seq,
-            id,
-            kind,
-            time_ms,
-            source,
-            outcome,
-        });
-    }
-    if with_history && !r.0.is_empty() {
-        return Err(RecordError("trailing bytes"));
-    }
-    Ok(Ticket {
+    let (h, rest): (Head, _) = postcard::take_from_bytes(body).map_err(bad)?;
+    let project =
+        ProjectId::parse(&h.project).map_err(|_| RecordError("invalid project id".into()))?;
+    let t = Ticket {
         project,
-        order_id,
-        order_name,
-        execute_uuid,
-        creator,
-        region_ids,
-        job_type,
-        gmt_created,
-        gmt_finished,
-        execute_costs,
-        status,
-        history,
-    })
-}
-
-fn status_byte(s: Status) -> u8 {
-    Status::ALL
-        .iter()
-        .position(|x| *x == s)
-        .expect("every status is listed") as u8
-}
-
-fn kind_byte(k: Kind) -> u8 {
-    Kind::ALL
-        .iter()
-        .position(|x| *x == k)
-        .expect("every kind is listed") as u8
-}
-
-fn put_u64(w: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        w.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    w.push(v as u8);
-}
-
-fn put_i64(w: &mut Vec<u8>, v: i64) {
-    put_u64(w, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn put_opt(w: &mut Vec<u8>, v: Option<i64>) {
-    match v {
-        None => w.push(0),
-        Some(v) => {
-            w.push(1);
-            put_i64(w, v);
-        }
-    }
-}
-
-fn put_str(w: &mut Vec<u8>, s: &str) {
-    put_u64(w, s.len() as u64);
-    w.extend_from_slice(s.as_bytes());
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, RecordError> {
-        let (&b, rest) = self.0.split_first().ok_or(RecordError("truncated"))?;
-        self.0 = rest;
-        Ok(b)
-    }
-
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(RecordError("varint too long"))
-    }
-
-    fn i64(&mut self) -> Result<i64, RecordError> {
-        let u = self.u64()?;
-        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
-    }
-
-    fn opt(&mut self) -> Result<Option<i64>, RecordError> {
-        match self.byte()? {
-            0 => Ok(None),
-            1 => Ok(Some(self.i64()?)),
-            _ => Err(RecordError("bad option tag")),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, RecordError> {
-        let n = self.u64()? as usize;
-        if n > self.0.len() {
-            return Err(RecordError("truncated string"));
-        }
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8(s.to_vec()).map_err(|_| RecordError("string is not UTF-8"))
-    }
+        order_id: h.order_id,
+        order_name: h.order_name,
+        execute_uuid: h.execute_uuid,
+        creator: h.creator,
+        region_ids: h.region_ids,
+        job_type: h.job_type,
+        gmt_created: h.gmt_created,
+        gmt_finished: h.gmt_finished,
+        execute_costs: h.execute_costs,
+        status: h.status,
+        history: Vec::new(),
+    };
+    Ok((t, rest))
 }
 
 #[cfg(test)]
@@ -320,6 +304,11 @@ mod tests {
         assert!(decode(&longer).is_err());
         let mut wrong = bytes;
         wrong[0] = 9;
-        assert_eq!(decode(&wrong), Err(RecordError("unknown record version")));
+        assert!(
+            decode(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown record version")
+        );
     }
 }
