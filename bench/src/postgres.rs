@@ -216,17 +216,18 @@ async fn once(client: &Client, sql: &Sql, st: &Prepared) -> anyhow::Result<i64> 
     Ok(total)
 }
 
-/// Times one query like the ledger's: sequential requests for p50/p99/max, then `secs` of 8
-/// connections for throughput, each connection with the statements prepared once.
+/// Times one query like the ledger's, in `mode`: sequential requests for p50/p99/max, then
+/// `secs` of 8 connections for throughput, each connection with the statements prepared once.
 pub async fn measure(
     conninfo: &str,
-    client: &Client,
     project: &str,
     query: &str,
+    mode: PlanMode,
     requests: usize,
     secs: u64,
 ) -> anyhow::Result<Latency> {
     let sql = Arc::new(translate(project, query));
+    let client = &connect_in(conninfo, mode).await?;
     let st = prepare(client, &sql).await?;
     let total = once(client, &sql, &st).await? as u64;
     let mut times = Vec::with_capacity(requests);
@@ -241,7 +242,7 @@ pub async fn measure(
     }
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let c = connect(conninfo).await.context("baseline connection")?;
+        let c = connect_in(conninfo, mode).await?;
         let st = Arc::new(prepare(&c, &sql).await?);
         let c = Arc::new(c);
         let sql = sql.clone();
@@ -276,17 +277,125 @@ pub async fn settings(client: &Client) -> Vec<(String, String)> {
     out
 }
 
-/// `EXPLAIN (ANALYZE, BUFFERS)` of a query's page and of its count, as text.
-pub async fn explain(client: &Client, project: &str, query: &str) -> anyhow::Result<String> {
+/// The values of a query's parameters as SQL literals, in `translate`'s order (`$1` is the
+/// project), for the statements run as text: pgbench's script and `EXPLAIN EXECUTE`.
+fn literals(project: &str, query: &str) -> Vec<String> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut values = vec![quote(project)];
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "creator" | "status" => values.push(quote(&v)),
+            "start_time" | "end_time" => values.push(v.parse::<i64>().unwrap_or(0).to_string()),
+            "name_like" => values.push(quote(&format!("%{}%", v.to_lowercase()))),
+            _ => {}
+        }
+    }
+    if let Some(m) = translate(project, query).marker {
+        values.push(m.to_string());
+    }
+    values
+}
+
+/// `text` with `$n` replaced by the `n`th literal.
+fn bind(text: &str, literals: &[String]) -> String {
+    let mut out = text.to_owned();
+    for (i, v) in literals.iter().enumerate().rev() {
+        out = out.replace(&format!("${}", i + 1), v);
+    }
+    out
+}
+
+/// How PostgreSQL plans a prepared statement: its default (`auto`: a generic plan once it costs
+/// no more than the custom ones, after five executions), or a custom plan at every execution.
+/// The baseline takes whichever answers a query faster, as its user would once they saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanMode {
+    /// `plan_cache_mode = auto`.
+    Auto,
+    /// `plan_cache_mode = force_custom_plan`.
+    Custom,
+}
+
+impl PlanMode {
+    /// The setting's value.
+    pub fn setting(self) -> &'static str {
+        match self {
+            PlanMode::Auto => "auto",
+            PlanMode::Custom => "force_custom_plan",
+        }
+    }
+}
+
+/// A connection in `mode`.
+async fn connect_in(conninfo: &str, mode: PlanMode) -> anyhow::Result<Client> {
+    let c = connect(conninfo).await.context("baseline connection")?;
+    c.batch_execute(&format!("SET plan_cache_mode = {}", mode.setting()))
+        .await?;
+    Ok(c)
+}
+
+/// The plan mode under which `query` answers faster: p50 of 100 requests in each, after ten
+/// that let `auto` settle on its generic plan if it will.
+pub async fn faster_mode(conninfo: &str, project: &str, query: &str) -> anyhow::Result<PlanMode> {
     let sql = translate(project, query);
-    let (page, count) = params(&sql);
-    let mut out = String::new();
-    for (what, text, p) in [("page", &sql.page, page), ("count", &sql.count, count)] {
-        out.push_str(&format!("-- {what}: {text}\n"));
-        let rows = client
-            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {text}"), &p)
+    let mut best = (f64::MAX, PlanMode::Auto);
+    for mode in [PlanMode::Auto, PlanMode::Custom] {
+        let c = connect_in(conninfo, mode).await?;
+        let st = prepare(&c, &sql).await?;
+        for _ in 0..10 {
+            once(&c, &sql, &st).await?;
+        }
+        let mut times = Vec::with_capacity(100);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for _ in 0..100 {
+            let t = Instant::now();
+            once(&c, &sql, &st).await?;
+            times.push(t.elapsed().as_secs_f64());
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        let [p50, _, _] = crate::stats::percentiles(times);
+        if p50 < best.0 {
+            best = (p50, mode);
+        }
+    }
+    Ok(best.1)
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of a query's page and of its count as prepared statements
+/// under `mode`, after six executions, so that the plan shown is the one the measurement used
+/// (under `auto`, the generic plan if PostgreSQL switched to it).
+pub async fn explain(
+    conninfo: &str,
+    project: &str,
+    query: &str,
+    mode: PlanMode,
+) -> anyhow::Result<String> {
+    let c = connect_in(conninfo, mode).await?;
+    let sql = translate(project, query);
+    let lits = literals(project, query);
+    let n = lits.len();
+    let page_args = lits.join(", ");
+    let count_args = lits[..n - usize::from(sql.marker.is_some())].join(", ");
+    let mut out = format!("plan_cache_mode = {}\n", mode.setting());
+    for (name, text, args) in [
+        ("ledger_page", &sql.page, page_args),
+        ("ledger_count", &sql.count, count_args),
+    ] {
+        out.push_str(&format!("-- {name}: {}\n", bind(text, &lits)));
+        c.batch_execute(&format!("PREPARE {name} AS {text}"))
+            .await?;
+        for _ in 0..6 {
+            c.batch_execute(&format!("EXECUTE {name}({args})")).await?;
+        }
+        let rows = c
+            .query(
+                &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({args})"),
+                &[],
+            )
             .await
-            .with_context(|| format!("EXPLAIN of the {what}"))?;
+            .with_context(|| format!("EXPLAIN of {name}"))?;
         for r in rows {
             out.push_str(&r.get::<_, String>(0));
             out.push('\n');
@@ -295,38 +404,32 @@ pub async fn explain(client: &Client, project: &str, query: &str) -> anyhow::Res
     Ok(out)
 }
 
-/// Transactions/s of `pgbench -M prepared` at 8 clients for `secs`, each transaction the page
-/// and the count of `query` (its parameters written into the script), or why it could not run.
-pub fn pgbench(conninfo: &str, project: &str, query: &str, secs: u64) -> anyhow::Result<f64> {
+/// Transactions/s of `pgbench -M prepared` at 8 clients for `secs` in `mode`, each transaction
+/// the page and the count of `query` (its parameters written into the script), or why it could
+/// not run.
+pub fn pgbench(
+    conninfo: &str,
+    project: &str,
+    query: &str,
+    mode: PlanMode,
+    secs: u64,
+) -> anyhow::Result<f64> {
     let sql = translate(project, query);
-    let literal = |i: usize| -> String {
-        // The parameters' values as SQL literals, $1 = project first.
-        let mut values = vec![format!("'{project}'")];
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            match &*k {
-                "creator" | "status" => values.push(format!("'{}'", v.replace('\'', "''"))),
-                "start_time" | "end_time" => values.push(v.into_owned()),
-                "name_like" => values.push(format!("'%{}%'", v.to_lowercase().replace('\'', "''"))),
-                _ => {}
-            }
-        }
-        if let Some(m) = sql.marker {
-            values.push(m.to_string());
-        }
-        values[i - 1].clone()
-    };
-    let bind = |text: &str| -> String {
-        let mut out = text.to_owned();
-        for i in (1..=sql.params.len() + usize::from(sql.marker.is_some())).rev() {
-            out = out.replace(&format!("${i}"), &literal(i));
-        }
-        out
-    };
-    let script = format!("{};\n{};\n", bind(&sql.page), bind(&sql.count));
+    let lits = literals(project, query);
+    let count = &lits[..lits.len() - usize::from(sql.marker.is_some())];
+    let script = format!(
+        "{};\n{};\n",
+        bind(&sql.page, &lits),
+        bind(&sql.count, count)
+    );
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("query.sql");
     std::fs::write(&file, script)?;
     let output = std::process::Command::new("pgbench")
+        .env(
+            "PGOPTIONS",
+            format!("-c plan_cache_mode={}", mode.setting()),
+        )
         .args([
             "-n",
             "-M",

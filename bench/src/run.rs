@@ -277,32 +277,43 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         eprintln!("loaded, indexed and vacuumed in {secs:.1}s");
         drop(finals);
         pg.settings = postgres::settings(pg_client).await;
+        let mut modes = Vec::new();
         for (name, q) in &queries {
-            let plan = postgres::explain(pg_client, "project-0", q)
+            let mode = postgres::faster_mode(&opts.postgres, "project-0", q)
+                .await
+                .with_context(|| format!("plan mode of {name}"))?;
+            modes.push(mode);
+            let plan = postgres::explain(&opts.postgres, "project-0", q, mode)
                 .await
                 .with_context(|| format!("EXPLAIN of {name}"))?;
             pg.plans.push((name.to_string(), plan));
             let l = postgres::measure(
                 &opts.postgres,
-                pg_client,
                 "project-0",
                 q,
+                mode,
                 opts.requests,
                 opts.throughput_secs,
             )
             .await
             .with_context(|| format!("PostgreSQL query {name}"))?;
             eprintln!(
-                "PostgreSQL {name}: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s (total {})",
-                l.p50_us, l.p99_us, l.rps, l.total
+                "PostgreSQL {name} ({}): p50 {:.0}µs p99 {:.0}µs, {:.0} req/s (total {})",
+                mode.setting(),
+                l.p50_us,
+                l.p99_us,
+                l.rps,
+                l.total
             );
+            pg.modes.push(mode.setting());
             baseline.push(Some(l));
         }
         // The cross-check: one query through pgbench, PostgreSQL's own load generator.
         let (name, q) = &queries[1];
         let secs = opts.throughput_secs.max(5);
+        let mode = modes[1];
         pg.pgbench = Some(
-            match postgres::pgbench(&opts.postgres, "project-0", q, secs) {
+            match postgres::pgbench(&opts.postgres, "project-0", q, mode, secs) {
                 Ok(tps) => {
                     eprintln!("pgbench -M prepared, 8 clients, {name}: {tps:.0} tps");
                     (name.to_string(), Ok(tps))

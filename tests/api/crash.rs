@@ -268,7 +268,9 @@ async fn a_broker_restart_during_ingest_is_survived() {
     drop(js);
     let store = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(&nats.url(), store.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
     while app.projection().applied_seq() == 0 {
+        assert!(Instant::now() < deadline, "ingest did not start");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     nats.stop();
