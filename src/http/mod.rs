@@ -4,9 +4,9 @@
 //! `tower::ServiceExt::oneshot` without a socket, and [`crate::app::App`] serves the same router.
 
 pub mod auth;
-pub mod error;
-pub mod ledger;
-pub mod orders;
+pub(crate) mod error;
+pub(crate) mod ledger;
+pub(crate) mod orders;
 pub mod sign;
 #[cfg(test)]
 mod tests;

@@ -12,12 +12,12 @@
 //! child with JetStream on and its files under `nats.embedded_dir`, listening where `nats.url`
 //! points (so `ticket-ledger emit` and other clients find it), and kills it when it stops.
 
-pub mod reader;
+pub(crate) mod reader;
 pub mod server;
-pub mod status;
-pub mod stream;
+pub(crate) mod status;
+pub(crate) mod stream;
 pub mod url;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 

@@ -10,5 +10,5 @@
 
 pub mod audit;
 pub mod cli;
-pub mod ingest;
-pub mod replay;
+pub(crate) mod ingest;
+pub(crate) mod replay;

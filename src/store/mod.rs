@@ -9,9 +9,9 @@
 //! - `seen`: which tickets a projection may hold, so that most look-ups of new ones skip sled.
 //! - [`generations`]: the live generation, a rebuilt one beside it, and `CURRENT`.
 
-pub mod generations;
-pub mod projection;
-pub mod records;
+pub(crate) mod generations;
+pub(crate) mod projection;
+pub(crate) mod records;
 mod seen;
 mod writer;
 

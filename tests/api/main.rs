@@ -386,11 +386,11 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
     assert_eq!(events, (1..=2_000).map(|i| i * 10).collect::<Vec<u64>>());
 }
 
-/// What `broker::read_batches` hands out.
+/// What `nats::read_batches` hands out.
 type Batches =
     tokio::sync::mpsc::Receiver<anyhow::Result<Vec<ticket_ledger::core::batch::Decoded>>>;
 
-/// The daemon's stream reader (`broker::read_batches`) from the start of the test stream, in
+/// The daemon's stream reader (`nats::read_batches`) from the start of the test stream, in
 /// batches of at most `batch_size`, decoding with the tests' subject prefix.
 async fn read_from_start(
     client: &async_nats::Client,
