@@ -166,44 +166,38 @@ impl DecodeError {
     }
 }
 
-/// The CloudEvents envelope. Decoded with `data` typed (`Envelope<RawData>`) on the fast path, one
-/// pass over the bytes with no JSON tree; with `data` left as a tree (`Envelope<Value>`) only
-/// when that fails, to name the precise reason.
+/// The CloudEvents envelope, its strings borrowed from what it is read from unless they hold
+/// escapes. Read with `data` typed (`Envelope<RawData>`) in one pass over the bytes; with `data`
+/// left as a tree (`Envelope<Value>`) only when that fails, to name the precise reason.
 #[derive(Deserialize)]
-struct Envelope<D> {
-    specversion: String,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    ty: String,
-    time: String,
+struct Envelope<'a, D> {
+    #[serde(borrow)]
+    specversion: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
     data: D,
 }
 
-impl<D> Envelope<D> {
-    /// The attributes apart from the data, so both paths check them the same way.
-    fn split(self) -> (Envelope<()>, D) {
-        let Envelope {
-            specversion,
-            id,
-            source,
-            ty,
-            time,
-            data,
-        } = self;
-        let attrs = Envelope {
-            specversion,
-            id,
-            source,
-            ty,
-            time,
-            data: (),
-        };
-        (attrs, data)
+impl<D> Envelope<'_, D> {
+    /// The attributes, as the checks take them whichever path read them.
+    fn attrs(&self) -> scan::Attrs<'_> {
+        scan::Attrs {
+            specversion: &self.specversion,
+            id: &self.id,
+            source: &self.source,
+            ty: &self.ty,
+            time: &self.time,
+        }
     }
 }
 
-/// `data`, its strings borrowed from the payload unless they hold escapes.
+/// `data`, its strings borrowed like the envelope's.
 #[derive(Deserialize)]
 struct RawData<'a> {
     #[serde(borrow)]
@@ -221,21 +215,19 @@ struct RawData<'a> {
     job_type: Option<Cow<'a, str>>,
 }
 
-/// The envelope with its strings borrowed like [`RawData`]'s.
-#[derive(Deserialize)]
-struct BorrowedEnvelope<'a> {
-    #[serde(borrow)]
-    specversion: Cow<'a, str>,
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    source: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
-    ty: Cow<'a, str>,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    #[serde(borrow)]
-    data: RawData<'a>,
+impl RawData<'_> {
+    /// The fields, as the checks take them.
+    fn fields(&self) -> scan::Data<'_> {
+        scan::Data {
+            project_id: &self.project_id,
+            order_id: self.order_id,
+            execute_uuid: self.execute_uuid.as_deref(),
+            order_name: self.order_name.as_deref(),
+            creator: self.creator.as_deref(),
+            region_ids: self.region_ids.as_deref(),
+            job_type: self.job_type.as_deref(),
+        }
+    }
 }
 
 /// Decodes one message of the stream.
@@ -253,16 +245,7 @@ pub fn decode(
     subject_prefix: &str,
     max_bytes: usize,
 ) -> Result<Event, DecodeError> {
-    if payload.len() > max_bytes {
-        return Err(DecodeError::Oversized {
-            size: payload.len(),
-            max: max_bytes,
-        });
-    }
-    match scan::fields(payload) {
-        Some(f) => validate(subject, subject_prefix, (f.attrs, Ok(f.data))),
-        None => decode_with_serde(subject, payload, subject_prefix),
-    }
+    decode_with(subject, payload, subject_prefix, max_bytes, true)
 }
 
 /// [`decode`] without its scanner: serde alone, with borrowed fields. Kept public for the
@@ -273,13 +256,27 @@ pub fn decode_with_serde_only(
     subject_prefix: &str,
     max_bytes: usize,
 ) -> Result<Event, DecodeError> {
+    decode_with(subject, payload, subject_prefix, max_bytes, false)
+}
+
+fn decode_with(
+    subject: &str,
+    payload: &[u8],
+    subject_prefix: &str,
+    max_bytes: usize,
+    scanner: bool,
+) -> Result<Event, DecodeError> {
     if payload.len() > max_bytes {
         return Err(DecodeError::Oversized {
             size: payload.len(),
             max: max_bytes,
         });
     }
-    decode_with_serde(subject, payload, subject_prefix)
+    let scanned = if scanner { scan::fields(payload) } else { None };
+    match scanned {
+        Some(f) => validate(subject, subject_prefix, (f.attrs, Ok(f.data))),
+        None => decode_with_serde(subject, payload, subject_prefix),
+    }
 }
 
 /// The serde path of [`decode`], for every payload the scanner does not take: borrowed fields
@@ -289,50 +286,17 @@ fn decode_with_serde(
     payload: &[u8],
     subject_prefix: &str,
 ) -> Result<Event, DecodeError> {
-    if let Ok(e) = serde_json::from_slice::<BorrowedEnvelope<'_>>(payload) {
-        let d = &e.data;
-        let attrs = scan::Attrs {
-            specversion: &e.specversion,
-            id: &e.id,
-            source: &e.source,
-            ty: &e.ty,
-            time: &e.time,
-        };
-        let data = scan::Data {
-            project_id: &d.project_id,
-            order_id: d.order_id,
-            execute_uuid: d.execute_uuid.as_deref(),
-            order_name: d.order_name.as_deref(),
-            creator: d.creator.as_deref(),
-            region_ids: d.region_ids.as_deref(),
-            job_type: d.job_type.as_deref(),
-        };
-        return validate(subject, subject_prefix, (attrs, Ok(data)));
+    if let Ok(e) = serde_json::from_slice::<Envelope<'_, RawData<'_>>>(payload) {
+        return validate(subject, subject_prefix, (e.attrs(), Ok(e.data.fields())));
     }
+    let tree = json_object(payload)?;
+    let env =
+        Envelope::<Value>::deserialize(&tree).map_err(|e| DecodeError::Envelope(e.to_string()))?;
     // The data's verdict waits until the attributes are checked, so that reasons keep their
     // order whichever path decoded the payload.
-    let (env, data) = envelope_or_reason(payload)?.split();
-    let data = typed_data(&data);
-    let attrs = scan::Attrs {
-        specversion: &env.specversion,
-        id: &env.id,
-        source: &env.source,
-        ty: &env.ty,
-        time: &env.time,
-    };
-    let data = match &data {
-        Ok(d) => Ok(scan::Data {
-            project_id: &d.project_id,
-            order_id: d.order_id,
-            execute_uuid: d.execute_uuid.as_deref(),
-            order_name: d.order_name.as_deref(),
-            creator: d.creator.as_deref(),
-            region_ids: d.region_ids.as_deref(),
-            job_type: d.job_type.as_deref(),
-        }),
-        Err(e) => Err(e.clone()),
-    };
-    validate(subject, subject_prefix, (attrs, data))
+    let data = typed_data(&env.data);
+    let fields = data.as_ref().map(RawData::fields).map_err(Clone::clone);
+    validate(subject, subject_prefix, (env.attrs(), fields))
 }
 
 /// The checks every payload goes through, whichever path read it, in the order their reasons
@@ -399,13 +363,14 @@ fn validate(
 
 /// The slow path: parses through a JSON tree to tell a malformed payload from a bad envelope.
 /// `data` is left untyped for [`typed_data`] to judge.
-fn envelope_or_reason(payload: &[u8]) -> Result<Envelope<Value>, DecodeError> {
+/// The payload as a JSON tree, if it is a JSON object.
+fn json_object(payload: &[u8]) -> Result<Value, DecodeError> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
         return Err(DecodeError::MalformedJson("not an object".into()));
     }
-    serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
+    Ok(value)
 }
 
 fn typed_data(data: &Value) -> Result<RawData<'_>, DecodeError> {
