@@ -177,6 +177,7 @@ impl ApiError {
                 SignError::StaleDate => "COC.00040105",
                 SignError::MissingHeader(_) => "COC.00040106",
                 SignError::Mismatch => "COC.00040107",
+                SignError::BodyHash => "COC.00040108",
             },
             ApiError::Auth(AuthError::ProjectNotGranted) => "COC.00040300",
             ApiError::Auth(AuthError::ActionDenied(_)) => "COC.00040301",
@@ -251,6 +252,7 @@ impl ApiError {
                 SignError::StaleDate => "X-Sdk-Date 与服务器时间相差超过 15 分钟".to_owned(),
                 SignError::MissingHeader(h) => format!("参与签名的请求头 {h} 不存在"),
                 SignError::Mismatch => "请求签名不匹配".to_owned(),
+                SignError::BodyHash => "X-Sdk-Content-Sha256 与请求体的 SHA-256 不一致".to_owned(),
             },
             ApiError::Auth(AuthError::UnknownToken) => "X-Auth-Token 无效".to_owned(),
             ApiError::Auth(AuthError::ProjectRequired) => {

@@ -54,7 +54,14 @@ pub enum SignError {
     /// The signature does not match.
     #[error("the request signature does not match")]
     Mismatch,
+    /// `X-Sdk-Content-Sha256` is not the SHA-256 of the body received (a body swapped after
+    /// signing), or is the SDK's `UNSIGNED-PAYLOAD` marker on a body that is not empty.
+    #[error("X-Sdk-Content-Sha256 is not the SHA-256 of the request body")]
+    BodyHash,
 }
+
+/// The marker the SDK's signer puts in `X-Sdk-Content-Sha256` for a body it does not hash.
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The parsed `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,12 +184,19 @@ pub fn canonical_request(req: &RequestParts<'_>, signed: &[String]) -> Result<St
         headers.push_str(value.trim());
         headers.push('\n');
     }
-    let body_hash = if req.body.is_empty() {
+    let actual = if req.body.is_empty() {
         EMPTY_HASH.to_owned()
-    } else if let Some(h) = header(req.headers, "x-sdk-content-sha256") {
-        h.to_owned()
     } else {
         hex::encode(Sha256::digest(req.body))
+    };
+    // The SDK signs the hash it was told (`X-Sdk-Content-Sha256`) instead of hashing a body
+    // itself; that hash must then be the body's, or a captured request could carry another
+    // body. An empty body is signed as the empty string's hash, whatever marker came with it.
+    let body_hash = match header(req.headers, "x-sdk-content-sha256").map(str::trim) {
+        None => actual,
+        Some(claimed) if req.body.is_empty() && claimed == UNSIGNED_PAYLOAD => actual,
+        Some(claimed) if claimed.eq_ignore_ascii_case(&actual) => claimed.to_owned(),
+        Some(_) => return Err(SignError::BodyHash),
     };
     Ok(format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
@@ -373,6 +387,45 @@ mod tests {
             check("/v1/job/script/orders", Some("name_like=a%20b"), &h),
             Ok("AK_TEST".into())
         );
+    }
+
+    /// `X-Sdk-Content-Sha256` is signed in the body's place, so it must be the body's hash; the
+    /// SDK's unsigned marker passes only on an empty body.
+    #[test]
+    fn the_claimed_body_hash_must_be_the_bodys() {
+        let body = br#"{"seqs":[3]}"#;
+        let hash = hex::encode(Sha256::digest(body));
+        let canonical = |claimed: Option<&str>, body: &[u8]| {
+            let mut pairs = vec![("host", "h")];
+            if let Some(c) = claimed {
+                pairs.push(("x-sdk-content-sha256", c));
+            }
+            let h = headers(&pairs);
+            let req = RequestParts {
+                method: "POST",
+                path: "/v1/ledger/redrive",
+                query: None,
+                headers: &h,
+                body,
+            };
+            canonical_request(&req, &["host".to_string()])
+        };
+        let plain = canonical(None, body).unwrap();
+        assert!(plain.ends_with(&hash));
+        assert_eq!(canonical(Some(&hash), body).unwrap(), plain);
+        assert!(canonical(Some(&hash.to_uppercase()), body).is_ok());
+        let swapped = br#"{"seqs":[4]}"#;
+        assert_eq!(canonical(Some(&hash), swapped), Err(SignError::BodyHash));
+        assert_eq!(
+            canonical(Some(UNSIGNED_PAYLOAD), body),
+            Err(SignError::BodyHash)
+        );
+        assert!(
+            canonical(Some(UNSIGNED_PAYLOAD), b"")
+                .unwrap()
+                .ends_with(EMPTY_HASH)
+        );
+        assert_eq!(canonical(Some("0f00"), b""), Err(SignError::BodyHash));
     }
 
     #[test]

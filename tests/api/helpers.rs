@@ -144,6 +144,7 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
         access_keys: vec![
             access_key("sdk", AK, &secret_file(store, "sk-a", SK)),
             access_key("sdk-b", AK_B, &secret_file(store, "sk-b", SK_B)),
+            access_key("admin", AK_ADMIN, &secret_file(store, "sk-admin", SK_ADMIN)),
         ],
     };
     s
@@ -168,6 +169,10 @@ pub const SK: &str = "test-secret-key-of-sdk";
 pub const AK_B: &str = "TESTAK0000000000000B";
 /// Its secret key.
 pub const SK_B: &str = "test-secret-key-of-sdk-b";
+/// An access key of principal "admin" (proj-a, every action).
+pub const AK_ADMIN: &str = "TESTAK00000000000ADM";
+/// Its secret key.
+pub const SK_ADMIN: &str = "test-secret-key-of-admin";
 
 fn principal(
     name: &str,

@@ -196,3 +196,97 @@ async fn policies_and_tenancy_hold_for_every_credential() {
     );
     app.stop().await;
 }
+
+/// A signed POST whose body is swapped after signing (the headers, signature included, replayed
+/// as captured) is refused with 401 `COC.00040108`, and nothing is redriven; the request as
+/// signed goes through.
+#[tokio::test]
+async fn a_signed_body_swapped_after_signing_is_refused() {
+    let (_nats, _store, app, js) = start_env().await;
+    // Two dead letters: `started`s that overtook their `created`s.
+    let last = publish(
+        &js,
+        &[
+            ev("proj-a", 7, Kind::Started, 2_000),
+            ev("proj-a", 8, Kind::Started, 2_000),
+        ],
+    )
+    .await;
+    app.wait_applied(last).await;
+    let signed_body = br#"{"seqs":[1]}"#;
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let date = time::OffsetDateTime::now_utc().format(&fmt).unwrap();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(signed_body));
+    let mut h = HeaderMap::new();
+    h.insert("host", format!("127.0.0.1:{}", app.port).parse().unwrap());
+    h.insert("x-sdk-date", date.parse().unwrap());
+    h.insert("x-project-id", "proj-a".parse().unwrap());
+    h.insert("x-sdk-content-sha256", hash.parse().unwrap());
+    h.insert("content-type", "application/json".parse().unwrap());
+    let signed: Vec<String> = [
+        "content-type",
+        "host",
+        "x-project-id",
+        "x-sdk-content-sha256",
+        "x-sdk-date",
+    ]
+    .map(String::from)
+    .to_vec();
+    let parts = RequestParts {
+        method: "POST",
+        path: "/v1/ledger/redrive",
+        query: None,
+        headers: &h,
+        body: signed_body,
+    };
+    let canonical = sign::canonical_request(&parts, &signed).unwrap();
+    let signature = sign::sign(&canonical, &date, SK_ADMIN.as_bytes());
+    let auth = format!(
+        "SDK-HMAC-SHA256 Access={AK_ADMIN}, SignedHeaders={}, Signature={signature}",
+        signed.join(";")
+    );
+    let send = |body: &'static [u8]| {
+        let mut req = reqwest::Client::new()
+            .post(app.url("/v1/ledger/redrive"))
+            .header("Authorization", &auth)
+            .body(body);
+        for (k, v) in &h {
+            if k != "host" {
+                req = req.header(k, v);
+            }
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Swapped: every pending dead letter instead of the one signed for.
+    let (status, body) = send(b"{}").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error_code"], "COC.00040108", "{body}");
+    let admin = ticket_ledger::ops::audit::AdminClient::new(&app.url(""), TOKEN_ADMIN);
+    let pending = admin.get("/v1/ledger/dead-letters").await.unwrap();
+    assert_eq!(
+        pending["pending_by_reason"]["unknown_ticket"], 2,
+        "nothing redriven"
+    );
+    assert_eq!(
+        app.projection().applied_seq(),
+        last,
+        "nothing was published"
+    );
+    // As signed: the one dead letter is redriven.
+    let (status, body) = send(signed_body).await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_applied(last + 1).await;
+    let all = admin.get("/v1/ledger/dead-letters?all=true").await.unwrap();
+    let redriven: Vec<&Value> = all["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| !d["redriven_by"].is_null())
+        .collect();
+    assert_eq!(redriven.len(), 1, "{all}");
+    assert_eq!(redriven[0]["seq"], 1);
+}
