@@ -15,6 +15,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// All settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// HTTP API.
     pub http: HttpSettings,
@@ -32,6 +33,7 @@ pub struct Settings {
 
 /// HTTP API settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -41,6 +43,7 @@ pub struct HttpSettings {
 
 /// Store settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// sled directory.
     pub path: PathBuf,
@@ -67,6 +70,7 @@ pub enum Embedded {
 
 /// NATS settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// Server URL.
     pub url: String,
@@ -92,6 +96,7 @@ pub struct NatsSettings {
 
 /// Ingest settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     /// Most messages folded (and made visible) in one step.
     pub batch_size: usize,
@@ -105,6 +110,7 @@ pub struct IngestSettings {
 
 /// Log settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` or `json`.
     pub format: LogFormat,
@@ -124,6 +130,7 @@ pub enum LogFormat {
 
 /// Auth settings: principals with IAM-style policies, and the credentials bound to them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Who may do what.
     #[serde(default)]
@@ -138,6 +145,7 @@ pub struct AuthSettings {
 
 /// A principal and its policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrincipalSettings {
     /// Name (what logs show).
     pub name: String,
@@ -152,6 +160,7 @@ pub struct PrincipalSettings {
 
 /// One API token, stored as its SHA-256, bound to a principal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// The principal's name.
     pub principal: String,
@@ -162,6 +171,7 @@ pub struct TokenSettings {
 /// One access key, bound to a principal. The secret is needed as given (HMAC), so it is read
 /// from an environment variable or a file, never from the config file itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccessKeySettings {
     /// The principal's name.
     pub principal: String,
@@ -176,15 +186,19 @@ pub struct AccessKeySettings {
 }
 
 impl Settings {
-    /// Loads the layered settings.
+    /// Loads the layered settings. A key no setting has (a typo, in the file or in a
+    /// `TICKET_LEDGER_<SECTION>__<KEY>` variable) is an error that names it, not silently ignored.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(f) = file {
             fig = fig.merge(Toml::file_exact(f));
         }
-        fig.merge(Env::prefixed("TICKET_LEDGER_").split("__"))
-            .extract()
-            .map_err(Box::new)
+        // Only `<SECTION>__<KEY>` variables are settings; others of the prefix name other things
+        // (TICKET_LEDGER_CONFIG, TICKET_LEDGER_TOKEN, the default access key's secret).
+        let env = Env::prefixed("TICKET_LEDGER_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__");
+        fig.merge(env).extract().map_err(Box::new)
     }
 
     /// The compiled-in defaults alone (no file, no environment): the base of test settings.
@@ -220,6 +234,24 @@ mod tests {
             s.nats.stream, "COC_JOB_EVENTS",
             "untouched keys keep defaults"
         );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (toml, key) in [
+            ("[http]\nlisten_addr = \"127.0.0.1:9999\"\n", "listen_addr"),
+            ("[htp]\nlisten = \"127.0.0.1:9999\"\n", "htp"),
+            (
+                "[[auth.tokens]]\nprincipal = \"local-dev\"\nsha = \"00\"\n",
+                "sha",
+            ),
+        ] {
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, toml).unwrap();
+            let err = Settings::load(Some(&f)).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

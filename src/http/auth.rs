@@ -46,7 +46,7 @@ pub struct Principal {
 pub enum AuthConfigError {
     /// `sha256` is not 64 hex digits.
     #[error(
-        "a token of principal {0:?}: sha256 must be 64 hex digits (ticket-ledger hash-token <TOKEN> prints it)"
+        "a token of principal {0:?}: sha256 must be 64 hex digits (ticket-ledger hash-token < token-file prints it)"
     )]
     BadHash(String),
     /// A granted project id is invalid.

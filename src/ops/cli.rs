@@ -1,7 +1,7 @@
 //! The command line: `serve`, `emit` and `hash-token`.
 
 use std::collections::VecDeque;
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -39,11 +39,10 @@ pub enum Command {
     Serve,
     /// Publish events: one from flags, or many from a JSON-lines file of CloudEvents.
     Emit(Box<EmitArgs>),
-    /// Print the SHA-256 of a token, as `auth.tokens[].sha256` wants it.
-    HashToken {
-        /// The token.
-        token: String,
-    },
+    /// Print the SHA-256 of a token read from standard input (one line), as
+    /// `auth.tokens[].sha256` wants it. Not an argument, so that it stays out of shell history
+    /// and process lists: `ticket-ledger hash-token < token-file`, or type it and press Enter.
+    HashToken,
     /// Show a ticket and every event that touched it, in stream order (action coc:job:get).
     History {
         /// The ticket's execute_uuid.
@@ -82,6 +81,16 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Exit 0 if the daemon answers `GET /healthz` with 200, 1 otherwise: a container's health
+    /// check, with no shell or curl in the image.
+    Health {
+        /// The daemon's base URL (default: from http.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask `/readyz` instead: ready to serve (caught up, broker connected).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Fold the stream from the start and compare it, record by record, with the live
     /// projection; exits 1 when they differ.
     Verify {
@@ -103,15 +112,18 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     fn client(&self, settings: &Settings) -> AdminClient {
-        let url = self.url.clone().unwrap_or_else(|| {
-            let mut addr = settings.http.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        });
+        let url = self.url.clone().unwrap_or_else(|| local_url(settings));
         AdminClient::new(&url, &self.token)
     }
+}
+
+/// The daemon's URL from this host, by `http.listen` (a wildcard address as loopback).
+fn local_url(settings: &Settings) -> String {
+    let mut addr = settings.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 /// `emit` arguments.
@@ -174,7 +186,8 @@ pub async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(settings).await,
         Command::Emit(args) => emit(settings, *args).await,
-        Command::HashToken { token } => {
+        Command::HashToken => {
+            let token = read_token(std::io::stdin().lock())?;
             println!("{}", hash_token(&token));
             Ok(())
         }
@@ -191,6 +204,21 @@ pub async fn main() -> anyhow::Result<()> {
             accept_partial,
             daemon,
         } => audit::replay(&daemon.client(&settings), accept_partial).await,
+        Command::Health { url, ready } => {
+            let base = url.unwrap_or_else(|| local_url(&settings));
+            let path = if ready { "/readyz" } else { "/healthz" };
+            let status = reqwest::Client::new()
+                .get(format!("{}{path}", base.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await
+                .with_context(|| format!("GET {base}{path}"))?
+                .status();
+            if !status.is_success() {
+                bail!("GET {base}{path}: {status}");
+            }
+            Ok(())
+        }
         Command::Verify { daemon } => {
             let report = audit::verify(&settings, &daemon.client(&settings)).await?;
             if report.differences.is_empty() {
@@ -213,6 +241,20 @@ pub async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The token on the first line of `input`, without its line ending.
+fn read_token(mut input: impl BufRead) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("token: ");
+    }
+    let mut line = String::new();
+    input.read_line(&mut line).context("reading the token")?;
+    let token = line.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        bail!("no token on standard input (ticket-ledger hash-token < token-file)");
+    }
+    Ok(token.to_owned())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -398,6 +440,17 @@ async fn publish_all(js: &jetstream::Context, out: Vec<Outgoing>) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_read_from_its_line_without_the_line_ending() {
+        assert_eq!(
+            read_token(&b"s3cr3t tok\r\nnext"[..]).unwrap(),
+            "s3cr3t tok"
+        );
+        assert_eq!(read_token(&b"abc"[..]).unwrap(), "abc");
+        assert!(read_token(&b"\n"[..]).is_err());
+        assert!(read_token(&b""[..]).is_err());
+    }
 
     #[test]
     fn subjects_are_derived_from_lines() {

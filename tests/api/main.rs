@@ -469,3 +469,50 @@ async fn a_daemon_started_far_behind_catches_up_and_then_lists_everything() {
     let finished = app.list("?limit=3&status=FINISHED").await;
     assert_eq!(finished["data"]["total"], 101);
 }
+
+/// `ticket-ledger health` (the container's health check) exits 0 while the daemon answers, and
+/// fails for an address where nothing does; `--ready` follows `/readyz`.
+#[tokio::test]
+async fn the_health_command_follows_the_daemon() {
+    let (_nats, _store, app, _js) = start_env().await;
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+            .args(args)
+            .env("TICKET_LEDGER_LOG__LEVEL", "error")
+            .output()
+            .unwrap()
+    };
+    let url = app.url("");
+    let ok = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || run(vec!["health".into(), "--url".into(), url])
+    })
+    .await
+    .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let ready = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || run(vec!["health".into(), "--ready".into(), "--url".into(), url])
+    })
+    .await
+    .unwrap();
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    // A port of this test's own that nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let down =
+        tokio::task::spawn_blocking(move || run(vec!["health".into(), "--url".into(), dead]))
+            .await
+            .unwrap();
+    assert!(!down.status.success());
+    app.stop().await;
+}
