@@ -3,6 +3,7 @@
 //! [`router`] builds the whole API from an [`AppState`], so handlers can be tested with
 //! `tower::ServiceExt::oneshot` without a socket, and [`crate::app::App`] serves the same router.
 
+mod access;
 pub mod auth;
 pub(crate) mod error;
 pub(crate) mod ledger;
@@ -23,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::core::domain::ProjectId;
 use crate::http::auth::{Authenticator, Principal};
@@ -57,6 +57,8 @@ pub struct Caller {
     pub headers: HeaderMap,
     /// The language of error messages.
     pub lang: Lang,
+    /// Where the access log learns who the caller turned out to be.
+    who: Option<access::Who>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -68,6 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             uri: parts.uri.clone(),
             lang: Lang::from_headers(&parts.headers),
             headers: parts.headers.clone(),
+            who: parts.extensions.get::<access::Who>().cloned(),
         })
     }
 }
@@ -86,10 +89,14 @@ impl Caller {
             headers: &self.headers,
             body,
         };
-        state
+        let principal = state
             .auth
             .authenticate(&parts, time::OffsetDateTime::now_utc())
-            .map_err(|e| self.fail(e.into()))
+            .map_err(|e| self.fail(e.into()))?;
+        if let Some(who) = &self.who {
+            who.set(&principal.name);
+        }
+        Ok(principal)
     }
 
     /// Authenticates, then authorises `action` on the project the request picks.
@@ -164,7 +171,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(
             |panic: Box<dyn std::any::Any + Send>| {
                 let what = panic
@@ -175,33 +181,7 @@ pub fn router(state: AppState) -> Router {
                 ApiError::internal(format!("handler panicked: {what}")).into_response_in(Lang::En)
             },
         ))
-        .layer(axum::middleware::from_fn(request_id))
-}
-
-/// Gives every request an id (the caller's `X-Request-Id` when it is a plain token, else a new
-/// one), returns it as `X-Request-Id`, and logs the cause of an internal error once, with it.
-async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            (1..=128).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut response = next.run(req).await;
-    if let Some(cause) = response.extensions_mut().remove::<error::Cause>() {
-        tracing::error!(request_id = %id, %method, path, error = %cause, "internal error");
-    }
-    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    response
+        .layer(axum::middleware::from_fn(access::log))
 }
 
 async fn not_found(headers: HeaderMap) -> Response {

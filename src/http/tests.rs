@@ -165,28 +165,90 @@ async fn a_plain_request_id_is_kept_and_anything_else_replaced() {
     }
 }
 
-/// A 500 keeps its cause: the client sees only the code, and the cause is logged once, with
-/// the request's id.
-#[tokio::test(flavor = "current_thread")]
-async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
-    #[derive(Clone, Default)]
-    struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Log {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+/// What the tests' subscriber wrote.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Log lines of this thread (at info and above) into a buffer, while the guard lives.
+fn capture_log() -> (Log, tracing::subscriber::DefaultGuard) {
     let log = Log::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (log, tracing::subscriber::set_default(subscriber))
+}
+
+/// One access-log line at info per request: method, the declared route (not the raw path),
+/// status, latency, bytes, the principal's name and the request id, and never the token.
+#[tokio::test(flavor = "current_thread")]
+async fn every_request_is_logged_once_with_its_route_principal_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let (log, _guard) = capture_log();
+    let response = router(s.clone())
+        .oneshot(
+            Request::get("/v1/job/script/orders/SCT-made-up?limit=3")
+                .header("X-Auth-Token", TOKEN)
+                .header("x-request-id", "trace-7")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _, _) = call(&s, "/v1/job/script/orders", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let logged = log.text();
+    let lines: Vec<&str> = logged
+        .lines()
+        .filter(|l| l.contains(" request ") || l.ends_with("request"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{logged}");
+    let detail = lines[0];
+    for want in [
+        "INFO",
+        "trace-7",
+        "method=GET",
+        "route=\"/v1/job/script/orders/{execute_uuid}\"",
+        "status=404",
+        "principal=\"p\"",
+        "latency_us=",
+        "bytes=",
+    ] {
+        assert!(detail.contains(want), "{want} in {detail}");
+    }
+    assert!(!logged.contains("SCT-made-up"), "no raw path: {logged}");
+    assert!(!logged.contains(TOKEN), "no token: {logged}");
+    assert!(
+        lines[1].contains("status=401") && !lines[1].contains("principal=\""),
+        "{}",
+        lines[1]
+    );
+}
+
+/// A 500 keeps its cause: the client sees only the code, and the cause is logged once, with
+/// the request's id.
+#[tokio::test(flavor = "current_thread")]
+async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
+    let (log, _guard) = capture_log();
     let app = axum::Router::new()
         .route(
             "/boom",
@@ -195,7 +257,7 @@ async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
                 ApiError::internal(crate::store::StoreError::Io(io)).into_response_in(Lang::En)
             }),
         )
-        .layer(axum::middleware::from_fn(request_id));
+        .layer(axum::middleware::from_fn(access::log));
     let response = app
         .oneshot(
             Request::get("/boom")
@@ -212,7 +274,7 @@ async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
         body.contains("COC.00050000") && !body.contains("fire"),
         "{body}"
     );
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let logged = log.text();
     assert_eq!(logged.matches("disk on fire").count(), 1, "{logged}");
     assert!(
         logged.contains("req-42") && logged.contains("store I/O"),
