@@ -29,7 +29,9 @@ impl App {
     /// Opens the store (rebuilding the query view), connects to NATS (starting a child server
     /// when configured to) and binds the HTTP listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let auth = Authenticator::from_settings(&settings.auth).context("auth.tokens")?;
+        let auth = Authenticator::from_settings(&settings.auth).context("auth")?;
+        auth.refuse_dev_credentials(settings.http.listen, settings.auth.allow_dev_credentials)
+            .context("auth")?;
         let path = settings.store.path.clone();
         let policy = flush_policy(&settings.store);
         let ledger = tokio::task::spawn_blocking(move || Ledger::open(&path, policy))

@@ -141,6 +141,10 @@ pub struct AuthSettings {
     /// Access keys for `SDK-HMAC-SHA256` signed requests (the official SDKs).
     #[serde(default)]
     pub access_keys: Vec<AccessKeySettings>,
+    /// Allow the default configuration's credentials (`dev-token`, `LEDGERDEVACCESSKEY`) on a
+    /// listener that is not loopback. Off: the daemon refuses to start so exposed.
+    #[serde(default)]
+    pub allow_dev_credentials: bool,
 }
 
 /// A principal and its policy.

@@ -60,8 +60,22 @@ pub enum AuthConfigError {
         source: crate::core::domain::DomainError,
     },
     /// A credential names a principal that is not configured.
-    #[error("a credential names the unknown principal {0:?}")]
-    UnknownPrincipal(String),
+    #[error(
+        "{what} names the principal {name:?}, which auth.principals does not define: add that principal, or set auth.{array} as well (each auth array replaces the default one whole; `{array} = []` for none)"
+    )]
+    UnknownPrincipal {
+        /// The credential (`a token`, `access key AK..`).
+        what: String,
+        /// The principal it names.
+        name: String,
+        /// `tokens` or `access_keys`.
+        array: &'static str,
+    },
+    /// The built-in development credentials on a listener other hosts can reach.
+    #[error(
+        "the built-in development credentials ({0}) are configured and http.listen {1} is not a loopback address, so anyone who can reach it could use them. Configure your own in auth.tokens (`ticket-ledger hash-token < token-file` prints a token's sha256) and auth.access_keys, or set auth.allow_dev_credentials = true to allow them anyway"
+    )]
+    DevCredentials(String, std::net::SocketAddr),
     /// Two access keys have the same id.
     #[error("access key {0:?} is configured twice")]
     DuplicateAccessKey(String),
@@ -92,6 +106,11 @@ pub enum AuthError {
     #[error("action {0} not granted")]
     ActionDenied(&'static str),
 }
+
+/// The token of the default configuration, for local runs only.
+const DEV_TOKEN: &str = "dev-token";
+/// The access key of the default configuration.
+const DEV_ACCESS_KEY: &str = "LEDGERDEVACCESSKEY";
 
 /// Hex SHA-256 of a token, as configured.
 pub fn hash_token(token: &str) -> String {
@@ -150,11 +169,15 @@ impl Authenticator {
                 job_types: p.job_types.clone(),
             }));
         }
-        let find = |name: &str| {
+        let find = |name: &str, what: String, array| {
             index
                 .get(name)
                 .copied()
-                .ok_or_else(|| AuthConfigError::UnknownPrincipal(name.to_owned()))
+                .ok_or_else(|| AuthConfigError::UnknownPrincipal {
+                    what,
+                    name: name.to_owned(),
+                    array,
+                })
         };
         let mut tokens = Vec::new();
         for t in &s.tokens {
@@ -162,11 +185,15 @@ impl Authenticator {
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| AuthConfigError::BadHash(t.principal.clone()))?;
-            tokens.push((hash, find(&t.principal)?));
+            tokens.push((hash, find(&t.principal, "a token".into(), "tokens")?));
         }
         let mut keys = HashMap::new();
         for k in &s.access_keys {
-            let who = find(&k.principal)?;
+            let who = find(
+                &k.principal,
+                format!("access key {}", k.access_key),
+                "access_keys",
+            )?;
             let Some(secret) =
                 read_secret(k.secret_key_env.as_deref(), k.secret_key_file.as_deref())
             else {
@@ -189,6 +216,31 @@ impl Authenticator {
             tokens,
             keys,
         })
+    }
+
+    /// Refuses the built-in development credentials (the token `dev-token`, the access key
+    /// `LEDGERDEVACCESSKEY` when its secret is set) on a listener that is not loopback, unless
+    /// `allow` (`auth.allow_dev_credentials`) says so.
+    pub fn refuse_dev_credentials(
+        &self,
+        listen: std::net::SocketAddr,
+        allow: bool,
+    ) -> Result<(), AuthConfigError> {
+        if allow || listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let dev_token = Sha256::digest(DEV_TOKEN.as_bytes());
+        let mut found = Vec::new();
+        if self.tokens.iter().any(|(h, _)| h[..] == dev_token[..]) {
+            found.push(format!("the token {DEV_TOKEN:?}"));
+        }
+        if self.keys.contains_key(DEV_ACCESS_KEY) {
+            found.push(format!("the access key {DEV_ACCESS_KEY}"));
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        Err(AuthConfigError::DevCredentials(found.join(" and "), listen))
     }
 
     /// Finds the principal of a request: by its signature when `Authorization` says
@@ -283,6 +335,51 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default configuration's credentials are refused on a listener other hosts can reach,
+    /// unless allowed; the error says how to make a token. Own credentials are never refused.
+    #[test]
+    fn dev_credentials_are_refused_off_loopback() {
+        let defaults = crate::config::Settings::defaults();
+        let a = Authenticator::from_settings(&defaults.auth).unwrap();
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let err = a
+            .refuse_dev_credentials(any, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dev-token") && err.contains("hash-token"),
+            "{err}"
+        );
+        assert!(err.contains("allow_dev_credentials"), "{err}");
+        assert!(
+            a.refuse_dev_credentials("127.0.0.1:8080".parse().unwrap(), false)
+                .is_ok()
+        );
+        assert!(
+            a.refuse_dev_credentials("[::1]:8080".parse().unwrap(), false)
+                .is_ok()
+        );
+        assert!(a.refuse_dev_credentials(any, true).is_ok());
+        let mut own = defaults.auth.clone();
+        own.tokens[0].sha256 = hash_token("a-real-token");
+        let a = Authenticator::from_settings(&own).unwrap();
+        assert!(a.refuse_dev_credentials(any, false).is_ok());
+    }
+
+    /// Replacing one auth array without the others says what to add.
+    #[test]
+    fn an_array_replaced_alone_says_what_to_add() {
+        let mut s = crate::config::Settings::defaults().auth;
+        s.principals[0].name = "ops".into();
+        s.tokens.clear();
+        let err = Authenticator::from_settings(&s).err().unwrap().to_string();
+        assert!(
+            err.contains("LEDGERDEVACCESSKEY") && err.contains("local-dev"),
+            "{err}"
+        );
+        assert!(err.contains("access_keys = []"), "{err}");
+    }
     use crate::config::{AccessKeySettings, PrincipalSettings, TokenSettings};
     use axum::http::HeaderMap;
 
@@ -310,6 +407,7 @@ mod tests {
             ],
             tokens: vec![token("one", "t-one"), token("two", "t-two")],
             access_keys: vec![],
+            allow_dev_credentials: false,
         })
         .unwrap()
     }
@@ -370,6 +468,7 @@ mod tests {
                 sha256: "dev-token".into(),
             }],
             access_keys: vec![],
+            allow_dev_credentials: false,
         })
         .unwrap_err();
         assert!(matches!(err, AuthConfigError::BadHash(_)));
@@ -377,9 +476,10 @@ mod tests {
             principals: vec![],
             tokens: vec![token("ghost", "t")],
             access_keys: vec![],
+            allow_dev_credentials: false,
         })
         .unwrap_err();
-        assert!(matches!(err, AuthConfigError::UnknownPrincipal(_)));
+        assert!(matches!(err, AuthConfigError::UnknownPrincipal { .. }));
     }
 
     #[test]
@@ -404,6 +504,7 @@ mod tests {
                     secret_key_file: None,
                 },
             ],
+            allow_dev_credentials: false,
         })
         .unwrap();
         assert!(

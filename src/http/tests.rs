@@ -32,6 +32,7 @@ async fn state(dir: &std::path::Path) -> AppState {
             sha256: auth::hash_token(TOKEN),
         }],
         access_keys: vec![],
+        allow_dev_credentials: false,
     })
     .unwrap();
     let ledger = Ledger::open(dir, FlushPolicy::default()).unwrap();

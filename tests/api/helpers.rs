@@ -146,6 +146,7 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
             access_key("sdk-b", AK_B, &secret_file(store, "sk-b", SK_B)),
             access_key("admin", AK_ADMIN, &secret_file(store, "sk-admin", SK_ADMIN)),
         ],
+        allow_dev_credentials: false,
     };
     s
 }

@@ -516,3 +516,30 @@ async fn the_health_command_follows_the_daemon() {
     assert!(!down.status.success());
     app.stop().await;
 }
+
+/// The daemon refuses to start with the default configuration's credentials on a listener other
+/// hosts can reach, saying how to make a token; allowed explicitly, it starts.
+#[tokio::test]
+async fn the_dev_token_is_refused_on_a_public_listener() {
+    let nats = NatsServer::start();
+    let store = tempfile::tempdir().unwrap();
+    let mut s = ticket_ledger::config::Settings::defaults();
+    s.http.listen = "0.0.0.0:0".parse().unwrap();
+    s.store.path = store.path().join("ledger");
+    s.nats.url = nats.url();
+    s.nats.embedded = ticket_ledger::config::Embedded::Never;
+    let err = match ticket_ledger::app::App::build(s.clone()).await {
+        Ok(_) => panic!("started with dev-token on 0.0.0.0"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("dev-token") && err.contains("hash-token"),
+        "{err}"
+    );
+    assert!(!s.store.path.exists(), "refused before opening the store");
+    s.auth.allow_dev_credentials = true;
+    let app = ticket_ledger::app::App::build(s)
+        .await
+        .expect("allowed explicitly");
+    assert!(app.port() > 0);
+}
