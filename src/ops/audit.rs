@@ -61,6 +61,27 @@ impl AdminClient {
             .await
     }
 
+    /// GET a path in a project (`x-project-id`, when given); the `data` of the answer.
+    pub async fn get_as(&self, path: &str, project: Option<&str>) -> anyhow::Result<Value> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(p) = project {
+            req = req.header("x-project-id", p);
+        }
+        self.send(req).await
+    }
+
+    /// `GET /readyz`: its status code and body (a 503 is an answer too, not an error).
+    pub async fn readyz(&self) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))?;
+        let code = resp.status().as_u16();
+        Ok((code, resp.json().await.context("reading /readyz")?))
+    }
+
     /// POST a path with a JSON body; the `data` of the answer.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
@@ -100,12 +121,9 @@ pub async fn history(
     execute_uuid: &str,
     project: Option<&str>,
 ) -> anyhow::Result<()> {
-    let path = format!("/v1/job/script/orders/{execute_uuid}");
-    let mut req = c.http.get(format!("{}{path}", c.base));
-    if let Some(p) = project {
-        req = req.header("x-project-id", p);
-    }
-    let t = c.send(req).await?;
+    let t = c
+        .get_as(&format!("/v1/job/script/orders/{execute_uuid}"), project)
+        .await?;
     println!(
         "ticket {} ({}) order_id {} status {} created {} finished {} costs {}",
         t["execute_uuid"].as_str().unwrap_or(""),

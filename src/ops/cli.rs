@@ -81,6 +81,20 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// List tickets, as the list API does: its filters as flags, a table or `--json`
+    /// (action coc:job:list).
+    List {
+        #[command(flatten)]
+        list: crate::ops::operator::ListArgs,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// `/readyz` in words: broker connection, lag, the list view; exits 1 when not ready.
+    Status {
+        /// The daemon's base URL (default: from http.listen).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Exit 0 if the daemon answers `GET /healthz` with 200, 1 otherwise: a container's health
     /// check, with no shell or curl in the image.
     Health {
@@ -204,6 +218,13 @@ pub async fn main() -> anyhow::Result<()> {
             accept_partial,
             daemon,
         } => audit::replay(&daemon.client(&settings), accept_partial).await,
+        Command::List { list, daemon } => {
+            crate::ops::operator::list(&daemon.client(&settings), &list).await
+        }
+        Command::Status { url } => {
+            let base = url.unwrap_or_else(|| local_url(&settings));
+            crate::ops::operator::status(&AdminClient::new(&base, "")).await
+        }
         Command::Health { url, ready } => {
             let base = url.unwrap_or_else(|| local_url(&settings));
             let path = if ready { "/readyz" } else { "/healthz" };

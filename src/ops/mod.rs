@@ -6,9 +6,11 @@
 //! - [`replay`]: blue/green rebuild of the projection from the start of the stream.
 //! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
 //!   rebuild with progress, `verify`.
+//! - [`operator`]: the operator's `list` and `status`, for those without curl.
 //! - [`cli`]: the command line (`serve`, `emit`, the auditor's commands, `hash-token`).
 
 pub mod audit;
 pub mod cli;
 pub(crate) mod ingest;
+pub mod operator;
 pub(crate) mod replay;

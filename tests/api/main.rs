@@ -543,3 +543,68 @@ async fn the_dev_token_is_refused_on_a_public_listener() {
         .expect("allowed explicitly");
     assert!(app.port() > 0);
 }
+
+/// `ticket-ledger list` shows what the list API answers, as a table or as its JSON, and
+/// `ticket-ledger status` says the daemon is ready (exit 0).
+#[tokio::test]
+async fn the_list_and_status_commands_show_what_the_api_answers() {
+    let (_nats, _store, app, js) = start_env().await;
+    let last = publish(
+        &js,
+        &[
+            created("proj-a", 1, 1_690_200_829_451, "alpha", "alice", "u1", "r"),
+            created("proj-a", 2, 1_690_200_830_000, "beta", "bob", "u2", "r"),
+            ev("proj-a", 2, Kind::Started, 1_690_200_831_000),
+        ],
+    )
+    .await;
+    app.wait_applied(last).await;
+    let url = app.url("");
+    let run = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+            .args(args)
+            .args(["--url", &url])
+            .env("TICKET_LEDGER_TOKEN", TOKEN_A)
+            .env("TICKET_LEDGER_LOG__LEVEL", "error")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, json) = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["list", "--json", "--creator", "bob"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{json}");
+    let page: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(page, app.list("?limit=10&creator=bob").await["data"]);
+    let (ok, table) = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["list", "--limit", "1"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("PROCESSING") && table.contains("beta"),
+        "{table}"
+    );
+    assert!(!table.contains("alpha"), "one row: {table}");
+    assert!(
+        table.contains("1 of 2; the next page: --marker 2"),
+        "{table}"
+    );
+    let (ok, status) = tokio::task::spawn_blocking(move || run(&["status"]))
+        .await
+        .unwrap();
+    assert!(ok, "{status}");
+    assert!(
+        status.contains("connected") && status.contains("ready"),
+        "{status}"
+    );
+    assert!(status.contains(&format!("sequence {last}")), "{status}");
+}
