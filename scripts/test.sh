@@ -3,10 +3,12 @@
 #   1. cargo test: unit tests (the daemon's and the benchmark's), and the integration tests,
 #      which start their own nats-server (on a port it picks and reports) with their own temp dirs;
 #   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon.
-# Installs what is missing first: nats-server, and the SDK with pytest (from PyPI).
+# Installs what is missing first: nats-server, promtool (for the metrics test), and the SDK with
+# pytest (from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-nats-server.sh >/dev/null
+bash scripts/ensure-promtool.sh
 if ! python3 -c "import huaweicloudsdkcoc, pytest" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest
 fi

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Settings, StoreSettings};
 use crate::http::auth::Authenticator;
 use crate::http::{Admin, AppState, router};
+use crate::metrics::Metrics;
 use crate::nats::{self, Broker, BrokerStatus};
 use crate::ops::ingest;
 use crate::store::{FlushPolicy, Ledger};
@@ -71,6 +72,8 @@ impl App {
     /// finish, flushes the store and stops the child broker, if any.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let broker = Arc::new(BrokerStatus::default());
+        let metrics = Arc::new(Metrics::new());
+        let listen = self.listener.local_addr()?;
         let state = AppState {
             ledger: self.ledger.clone(),
             auth: self.auth.clone(),
@@ -81,6 +84,12 @@ impl App {
                 self.settings.ingest.clone(),
             )),
             broker: broker.clone(),
+            metrics: metrics.clone(),
+            metrics_open: self
+                .settings
+                .http
+                .metrics_open
+                .unwrap_or(listen.ip().is_loopback()),
         };
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, embedded_nats = self.broker.is_embedded(), "listening");
@@ -88,6 +97,7 @@ impl App {
             self.broker.client.clone(),
             self.ledger.clone(),
             broker,
+            metrics,
             self.settings.nats.clone(),
             self.settings.ingest.clone(),
             cancel.clone(),

@@ -39,6 +39,10 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest lag at which `/readyz` says ready.
     pub ready_max_lag: u64,
+    /// Whether `GET /metrics` answers without credentials; unset: only on a loopback listener
+    /// (elsewhere it wants a caller granted `coc:ledger:admin`).
+    #[serde(default)]
+    pub metrics_open: Option<bool>,
 }
 
 /// Store settings.

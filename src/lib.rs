@@ -21,12 +21,14 @@
 //!   signatures. Uses the layers above.
 //! - [`ops`]: ingest, rebuild, the auditor's client, `verify` and the command line.
 //! - [`app`]: `App::build` / `App::run`: wires it all together, with graceful shutdown.
-//! - [`config`], [`telemetry`]: settings and logging, read by every shell layer.
+//! - [`config`], [`telemetry`], [`metrics`]: settings, logging and the Prometheus metrics, used by
+//!   every shell layer.
 
 pub mod app;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod ops;
 pub mod store;

@@ -70,6 +70,21 @@ pub struct Commit {
     pub redriven: Vec<(u64, u64)>,
     /// The stream sequence of the batch's last message.
     pub applied_seq: u64,
+    /// Messages folded (those above the applied position).
+    pub events: u64,
+    /// Events skipped as duplicates of one already applied to their ticket.
+    pub duplicates: u64,
+}
+
+/// What a fold did, for the log and the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct FoldReport {
+    /// Messages folded.
+    pub events: u64,
+    /// Of them, duplicates skipped.
+    pub duplicates: u64,
+    /// Of them, refused: kept as dead letters.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// How messages are decoded.
@@ -139,9 +154,11 @@ pub fn fold_decoded<E>(
     let mut dead_letters = Vec::new();
     let mut last = applied_seq;
     let mut redriven = Vec::new();
+    let (mut events, mut duplicates) = (0, 0);
     for d in messages.into_iter().filter(|d| d.raw.seq > applied_seq) {
         let m = &d.raw;
         last = last.max(m.seq);
+        events += 1;
         if let Some(original) = m.redrive_of {
             redriven.push((original, m.seq));
         }
@@ -163,6 +180,12 @@ pub fn fold_decoded<E>(
         };
         if let Some(r) = fold::apply_in_place(slot, event, m.seq) {
             dead_letters.push(dead_letter(m, r.code(), r.to_string()));
+        } else if slot
+            .as_ref()
+            .and_then(|t| t.history.last())
+            .is_some_and(|h| h.seq == m.seq && h.outcome == fold::Outcome::Duplicate)
+        {
+            duplicates += 1;
         }
     }
     let tickets = order
@@ -174,6 +197,8 @@ pub fn fold_decoded<E>(
         dead_letters,
         redriven,
         applied_seq: last,
+        events,
+        duplicates,
     })
 }
 

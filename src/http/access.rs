@@ -3,11 +3,12 @@
 //! that every log line of the request names it; when the request ends, one line at info says
 //! what it was (method, route, status, latency, bytes, principal), and the cause of an internal
 //! error is logged once. Never a token, a signature or a secret: only the principal's name.
+//! The same request is counted in the metrics, by declared route and status.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -15,6 +16,7 @@ use http_body::Body as _;
 use tracing::Instrument;
 
 use super::error::Cause;
+use crate::metrics::Metrics;
 
 /// Who the caller turned out to be, filled in by [`super::Caller`] once authenticated.
 #[derive(Clone, Default)]
@@ -37,7 +39,11 @@ fn given_id(req: &Request) -> Option<String> {
 }
 
 /// The middleware (see the module notes).
-pub(super) async fn log(mut req: Request, next: Next) -> Response {
+pub(super) async fn log(
+    State(metrics): State<Arc<Metrics>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = given_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let method = req.method().clone();
@@ -57,11 +63,13 @@ pub(super) async fn log(mut req: Request, next: Next) -> Response {
         tracing::error!(%method, route, error = %cause, "internal error");
     }
     let bytes = response.body().size_hint().exact();
+    let elapsed = started.elapsed();
+    metrics.request(&route, response.status().as_u16(), elapsed.as_secs_f64());
     tracing::info!(
         %method,
         route,
         status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = elapsed.as_micros() as u64,
         bytes,
         principal = who.0.get().map(String::as_str),
         "request"

@@ -40,6 +40,21 @@ impl Admin {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// A JetStream context on the daemon's connection.
+    pub(crate) fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client.clone())
+    }
+
+    /// The event stream's name.
+    pub(crate) fn stream(&self) -> &str {
+        &self.nats.stream
+    }
+
+    /// The current or last rebuild's progress.
+    pub(crate) fn rebuild_progress(&self) -> replay::Progress {
+        self.replay.get()
+    }
+
     /// Wraps the broker connection and settings.
     pub fn new(client: async_nats::Client, nats: NatsSettings, ingest: IngestSettings) -> Self {
         Admin {

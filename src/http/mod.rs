@@ -7,6 +7,7 @@ mod access;
 pub mod auth;
 pub(crate) mod error;
 pub(crate) mod ledger;
+mod metrics;
 pub(crate) mod orders;
 pub mod sign;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::core::domain::ProjectId;
 use crate::http::auth::{Authenticator, Principal};
 use crate::http::sign::RequestParts;
+use crate::metrics::Metrics;
 use crate::nats::BrokerStatus;
 use crate::store::Ledger;
 use error::{ApiError, Lang, Localized};
@@ -46,6 +48,10 @@ pub struct AppState {
     pub admin: Arc<Admin>,
     /// What ingest last saw of the broker.
     pub broker: Arc<BrokerStatus>,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` answers without credentials.
+    pub metrics_open: bool,
 }
 
 /// What a handler needs of the request line and headers: to authenticate (a signature covers
@@ -140,6 +146,7 @@ impl Caller {
 
 /// The API.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route(
             "/v1/job/script/orders",
@@ -167,6 +174,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/ledger/records",
             get(ledger::records).fallback(method_not_allowed),
         )
+        .route(
+            "/metrics",
+            get(metrics::metrics).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -181,7 +192,7 @@ pub fn router(state: AppState) -> Router {
                 ApiError::internal(format!("handler panicked: {what}")).into_response_in(Lang::En)
             },
         ))
-        .layer(axum::middleware::from_fn(access::log))
+        .layer(axum::middleware::from_fn_with_state(metrics, access::log))
 }
 
 async fn not_found(headers: HeaderMap) -> Response {

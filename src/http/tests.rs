@@ -71,6 +71,8 @@ async fn state(dir: &std::path::Path) -> AppState {
         ready_max_lag: 1000,
         admin: Arc::new(Admin::new(client, defaults.nats, defaults.ingest)),
         broker: Arc::new(BrokerStatus::default()),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics_open: false,
     }
 }
 
@@ -258,7 +260,10 @@ async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
                 ApiError::internal(crate::store::StoreError::Io(io)).into_response_in(Lang::En)
             }),
         )
-        .layer(axum::middleware::from_fn(access::log));
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::metrics::Metrics::new()),
+            access::log,
+        ));
     let response = app
         .oneshot(
             Request::get("/boom")
@@ -281,4 +286,41 @@ async fn an_internal_error_is_logged_once_with_its_cause_and_request_id() {
         logged.contains("req-42") && logged.contains("store I/O"),
         "{logged}"
     );
+}
+
+/// `/metrics` wants credentials unless open, and reports the projection as it is.
+#[tokio::test]
+async fn metrics_report_the_projection_and_are_closed_unless_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(dir.path()).await;
+    let (status, _, body) = call(&s, "/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, body) = call(&s, "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "list and get only: {body}");
+    s.metrics_open = true;
+    call(&s, "/v1/job/script/orders", Some(TOKEN)).await;
+    let response = router(s.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for want in [
+        "ticket_ledger_applied_sequence 2",
+        "ticket_ledger_tickets 2",
+        "ticket_ledger_nats_connected 0",
+        "ticket_ledger_http_requests_total{route=\"/v1/job/script/orders\",status=\"200\"} 1",
+        "ticket_ledger_http_requests_total{route=\"/metrics\",status=\"401\"} 1",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
 }

@@ -29,7 +29,9 @@ use crate::config::{Embedded, NatsSettings};
 pub use reader::{read_batches, read_raw};
 pub use server::find_binary;
 pub use status::BrokerStatus;
-pub use stream::{SUBSCRIPTION_CAPACITY, ensure_stream, ordered_messages, raw_message};
+pub use stream::{
+    SUBSCRIPTION_CAPACITY, ensure_stream, oldest_unapplied, ordered_messages, raw_message,
+};
 
 /// A connected client, and the child server if the daemon started one.
 pub struct Broker {

@@ -89,3 +89,24 @@ pub fn raw_message(m: &jetstream::Message) -> anyhow::Result<RawMessage> {
         redrive_of,
     })
 }
+
+/// The stream's last sequence, and the time of the first message after `applied` (`None` when
+/// there is none: caught up), for the lag in seconds. A message retention has dropped is
+/// replaced by the stream's first one.
+pub async fn oldest_unapplied(
+    js: &jetstream::Context,
+    stream: &str,
+    applied: u64,
+) -> anyhow::Result<(u64, Option<time::OffsetDateTime>)> {
+    let mut stream = js.get_stream(stream).await.context("stream info")?;
+    let state = stream.info().await.context("stream info")?.state.clone();
+    if applied >= state.last_sequence || state.messages == 0 {
+        return Ok((state.last_sequence, None));
+    }
+    let next = (applied + 1).max(state.first_sequence);
+    let m = stream
+        .get_raw_message(next)
+        .await
+        .with_context(|| format!("reading message {next}"))?;
+    Ok((state.last_sequence, Some(m.time)))
+}

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{IngestSettings, NatsSettings};
 use crate::core::batch::DeadLetter;
 use crate::core::batch::{DecodeRules, Decoded};
+use crate::metrics::Metrics;
 use crate::nats::BrokerStatus;
 use crate::nats::{ensure_stream, read_batches};
 use crate::store::Ledger;
@@ -29,13 +30,14 @@ pub async fn run(
     client: async_nats::Client,
     ledger: Arc<Ledger>,
     status: Arc<BrokerStatus>,
+    metrics: Arc<Metrics>,
     nats: NatsSettings,
     ingest: IngestSettings,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        match consume(&client, &ledger, &status, &nats, &ingest, &cancel).await {
+        match consume(&client, &ledger, &status, &metrics, &nats, &ingest, &cancel).await {
             Ok(()) => break,
             Err(e) => {
                 status.set(false, None);
@@ -58,6 +60,7 @@ async fn consume(
     client: &async_nats::Client,
     ledger: &Arc<Ledger>,
     status: &Arc<BrokerStatus>,
+    metrics: &Arc<Metrics>,
     nats: &NatsSettings,
     ingest: &IngestSettings,
     cancel: &CancellationToken,
@@ -112,7 +115,8 @@ async fn consume(
             _ = cancel.cancelled() => return Ok(()),
             batch = batches.recv() => {
                 let Some(batch) = batch else { bail!("the consumer ended") };
-                apply(ledger.clone(), status.stream_last_seq(), batch?, ingest.batch_size).await?;
+                let last = status.stream_last_seq();
+                apply(ledger.clone(), metrics.clone(), last, batch?, ingest.batch_size).await?;
             }
             _ = tick.tick() => {
                 let last = stream.get_info().await.context("stream info")?.state.last_sequence;
@@ -134,6 +138,7 @@ async fn consume(
 /// within a batch of the stream's end, rebuilds the list view.
 async fn apply(
     ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
     stream_last_seq: u64,
     batch: Vec<Decoded>,
     batch_size: usize,
@@ -144,11 +149,14 @@ async fn apply(
         let _commit = ledger.commit_lock();
         let through = batch.last().map_or(0, |m| m.raw.seq);
         let live = ledger.current();
-        let dead = live.fold(batch)?;
-        log_dead_letters(&dead, through);
+        let started = std::time::Instant::now();
+        let report = live.fold(batch)?;
+        metrics.folded(&report, started.elapsed().as_secs_f64());
+        log_dead_letters(&report.dead_letters, through);
         if !live.view_kept() && through.saturating_add(batch_size as u64) >= stream_last_seq {
             let started = std::time::Instant::now();
             live.resume_view()?;
+            metrics.view_rebuilt(started.elapsed().as_secs_f64());
             tracing::info!(
                 applied_seq = through,
                 tickets = live.ticket_count(),

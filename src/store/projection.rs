@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use super::seen::Seen;
 use super::writer::{Snapshot, WriteBehind};
 use super::{Store, StoreError};
-use crate::core::batch::{Commit, DeadLetter, Decoded, TicketKey, fold_decoded};
+use crate::core::batch::{Commit, DeadLetter, Decoded, FoldReport, TicketKey, fold_decoded};
 use crate::core::domain::ProjectId;
 use crate::core::fold::Ticket;
 use crate::view::{Index, Page, Query};
@@ -232,13 +232,13 @@ impl Projection {
     }
 
     /// Folds a decoded batch into this projection and commits it (see [`Projection::commit`]).
-    /// Returns the commit's dead letters, for the caller's log. Callers serialise commits.
+    /// Returns what the fold did, for the caller's log and metrics. Callers serialise commits.
     ///
     /// Tickets in the write-behind buffer are moved into the fold and back, never copied. If a
     /// look-up in sled fails halfway, the tickets already moved out are gone from the buffer, so
     /// the projection refuses every later commit ([`StoreError::Inconsistent`]) until the daemon
     /// restarts from what sled holds.
-    pub fn fold(&self, batch: Vec<Decoded>) -> Result<Vec<DeadLetter>, StoreError> {
+    pub fn fold(&self, batch: Vec<Decoded>) -> Result<FoldReport, StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Inconsistent);
         }
@@ -262,11 +262,15 @@ impl Projection {
             for t in commit.tickets {
                 pending.tickets.insert((t.project.clone(), t.order_id), t);
             }
-            return Ok(Vec::new());
+            return Ok(FoldReport::default());
         }
-        let dead = commit.dead_letters.clone();
+        let report = FoldReport {
+            events: commit.events,
+            duplicates: commit.duplicates,
+            dead_letters: commit.dead_letters.clone(),
+        };
         self.commit_locked(&mut pending, commit)?;
-        Ok(dead)
+        Ok(report)
     }
 
     /// A ticket that is not in the write-behind buffer: from the write in progress, the write
@@ -583,7 +587,10 @@ pub(super) mod tests {
             }),
         };
         // 5 is below the newest (10): looked up in sled and moved on. 11 is above: no ticket.
-        let dead = p.fold(vec![started(5, 3), started(11, 4)]).unwrap();
+        let dead = p
+            .fold(vec![started(5, 3), started(11, 4)])
+            .unwrap()
+            .dead_letters;
         let key = ProjectId::parse("p").unwrap();
         assert_eq!(
             p.ticket(&key, 5).unwrap().unwrap().status,

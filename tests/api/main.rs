@@ -4,6 +4,7 @@ mod audit;
 mod crash;
 mod helpers;
 mod list;
+mod metrics;
 mod signing;
 
 use async_nats::jetstream;
