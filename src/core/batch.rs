@@ -26,6 +26,9 @@ pub struct RawMessage {
     /// Set when `ticket-ledger redrive` republished a dead letter: the sequence of the original
     /// (header [`REDRIVE_HEADER`]).
     pub redrive_of: Option<u64>,
+    /// The headers of a binary-mode CloudEvent (`ce-*` and `content-type`; names lower-cased,
+    /// values as received), in order; empty for a structured event.
+    pub ce_headers: Vec<(String, String)>,
 }
 
 /// Header that marks a republished dead letter with the sequence of the original.
@@ -53,6 +56,10 @@ pub struct DeadLetter {
     /// The raw payload, byte for byte.
     #[serde(skip)]
     pub payload: Vec<u8>,
+    /// A binary-mode event's `ce-*` and `content-type` headers, as received (a redrive sends
+    /// them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ce_headers: Vec<(String, String)>,
     /// The stream sequence of the copy `ticket-ledger redrive` republished, once it has been
     /// folded (whatever its outcome: a copy that is refused again is a dead letter of its own).
     #[serde(default)]
@@ -114,12 +121,22 @@ pub fn decode_batch(messages: Vec<RawMessage>, rules: &DecodeRules) -> Vec<Decod
     messages
         .into_iter()
         .map(|raw| {
-            let event = events::decode(
-                &raw.subject_text(),
-                &raw.payload,
-                &rules.subject_prefix,
-                rules.max_event_bytes,
-            );
+            let event = if raw.ce_headers.is_empty() {
+                events::decode(
+                    &raw.subject_text(),
+                    &raw.payload,
+                    &rules.subject_prefix,
+                    rules.max_event_bytes,
+                )
+            } else {
+                events::decode_binary(
+                    &raw.subject_text(),
+                    &raw.ce_headers,
+                    &raw.payload,
+                    &rules.subject_prefix,
+                    rules.max_event_bytes,
+                )
+            };
             Decoded { raw, event }
         })
         .collect()
@@ -209,6 +226,7 @@ fn dead_letter(m: &RawMessage, code: &str, reason: String) -> DeadLetter {
         code: code.to_owned(),
         reason,
         payload: m.payload.to_vec(),
+        ce_headers: m.ce_headers.clone(),
         redriven_by: None,
     }
 }
@@ -280,6 +298,7 @@ mod tests {
             subject: e.subject("coc.job.script").into(),
             payload: e.to_bytes().into(),
             redrive_of: None,
+            ce_headers: Vec::new(),
         }
     }
 
@@ -293,6 +312,7 @@ mod tests {
                 subject: "coc.job.script.p.started".into(),
                 payload: b"{oops".to_vec().into(),
                 redrive_of: None,
+                ce_headers: Vec::new(),
             },
             msg(5, Kind::Finished, 1, "d", 40),
             msg(6, Kind::Started, 1, "e", 50),

@@ -13,7 +13,10 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::core::domain::ProjectId;
 
+mod binary;
 mod scan;
+
+pub use binary::is_binary;
 
 /// The CloudEvents spec version the contract speaks.
 pub const SPEC_VERSION: &str = "1.0";
@@ -148,6 +151,12 @@ pub enum DecodeError {
     /// The subject does not say the project and kind that the event does.
     #[error("subject {subject:?} does not match the event (expected {expected:?})")]
     SubjectMismatch { subject: String, expected: String },
+    /// A binary-mode header names an attribute that another header named already.
+    #[error("the attribute header {0} is given twice")]
+    DuplicateAttribute(String),
+    /// Binary and structured mode at once.
+    #[error("both CloudEvents modes at once: {0}")]
+    BothModes(String),
 }
 
 impl DecodeError {
@@ -162,6 +171,8 @@ impl DecodeError {
             DecodeError::Time(_) => "invalid_time",
             DecodeError::Data(_) => "invalid_data",
             DecodeError::SubjectMismatch { .. } => "subject_mismatch",
+            DecodeError::DuplicateAttribute(_) => "duplicate_attribute",
+            DecodeError::BothModes(_) => "both_modes",
         }
     }
 }
@@ -246,6 +257,24 @@ pub fn decode(
     max_bytes: usize,
 ) -> Result<Event, DecodeError> {
     decode_with(subject, payload, subject_prefix, max_bytes, true)
+}
+
+/// Decodes a binary-mode message (see [`is_binary`]): its `ce-` headers and `content-type`
+/// (names lower-cased, values as received) and the data as its body.
+pub fn decode_binary(
+    subject: &str,
+    headers: &[(String, String)],
+    payload: &[u8],
+    subject_prefix: &str,
+    max_bytes: usize,
+) -> Result<Event, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            max: max_bytes,
+        });
+    }
+    binary::decode(subject, headers, payload, subject_prefix)
 }
 
 /// [`decode`] without its scanner: serde alone, with borrowed fields. Kept public for the

@@ -306,6 +306,10 @@ pub async fn redrive(
         let mut h = NatsHeaders::new();
         h.insert(REDRIVE_HEADER, d.seq.to_string().as_str());
         h.insert("Nats-Msg-Id", format!("ledger-redrive-{}", d.seq).as_str());
+        // A binary-mode event's attributes are its headers: the copy carries them again.
+        for (name, value) in &d.ce_headers {
+            h.insert(name.as_str(), value.as_str());
+        }
         let ack = js
             .publish_with_headers(d.subject.clone(), h, d.payload.clone().into())
             .await

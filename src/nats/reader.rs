@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream;
 
+use super::stream::ce_headers;
 use super::wire;
 use crate::config::NatsSettings;
 use crate::core::batch::{DecodeRules, Decoded, REDRIVE_HEADER, RawMessage, decode_batch};
@@ -159,6 +160,8 @@ struct Delivery {
     stalled: Option<bytes::Bytes>,
     /// An event's [`REDRIVE_HEADER`].
     redrive_of: Option<u64>,
+    /// A binary-mode event's headers (see [`ce_headers`]).
+    ce_headers: Vec<(String, String)>,
 }
 
 const LAST_CONSUMER: &str = "Nats-Last-Consumer";
@@ -178,6 +181,10 @@ impl Delivery {
             ),
             (Some(_), None) => (None, None, number(REDRIVE_HEADER)),
         };
+        let ce_headers = match status {
+            None => ce_headers(m.headers()),
+            Some(_) => Vec::new(),
+        };
         Delivery {
             subject: m.subject,
             reply: m.reply,
@@ -186,6 +193,7 @@ impl Delivery {
             last_consumer,
             stalled,
             redrive_of,
+            ce_headers,
         }
     }
 
@@ -202,6 +210,10 @@ impl Delivery {
             header(STALLED).map(bytes::Bytes::from),
             header(REDRIVE_HEADER).and_then(|v| v.parse().ok()),
         );
+        let ce_headers = m
+            .headers
+            .as_ref()
+            .map_or_else(Vec::new, super::stream::client_ce_headers);
         Delivery {
             subject: bytes::Bytes::copy_from_slice(m.subject.as_bytes()),
             reply: m.reply.map(|r| bytes::Bytes::copy_from_slice(r.as_bytes())),
@@ -210,6 +222,7 @@ impl Delivery {
             last_consumer,
             stalled,
             redrive_of,
+            ce_headers,
         }
     }
 }
@@ -451,6 +464,7 @@ impl Deliveries {
                 subject: m.subject,
                 payload: m.payload,
                 redrive_of: m.redrive_of,
+                ce_headers: m.ce_headers,
             });
         }
         Ok((out, None))

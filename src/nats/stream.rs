@@ -87,7 +87,34 @@ pub fn raw_message(m: &jetstream::Message) -> anyhow::Result<RawMessage> {
         subject: bytes::Bytes::copy_from_slice(m.subject.as_bytes()),
         payload: m.payload.clone(),
         redrive_of,
+        ce_headers: m.headers.as_ref().map_or_else(Vec::new, client_ce_headers),
     })
+}
+
+/// A binary-mode CloudEvent's headers among a message's: its `ce-*` headers and its
+/// `content-type`, names lower-cased, values as received, in order; nothing when no header
+/// starts with `ce-` (a structured event, whatever else its headers say).
+pub(crate) fn ce_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Vec<(String, String)> {
+    let is_ce = |n: &str| n.len() > 3 && n.as_bytes()[..3].eq_ignore_ascii_case(b"ce-");
+    // Looked over first without allocating: nearly every event is structured.
+    if !headers.clone().any(|(n, _)| is_ce(n.trim())) {
+        return Vec::new();
+    }
+    headers
+        .map(|(n, v)| (n.trim(), v))
+        .filter(|(n, _)| is_ce(n) || n.eq_ignore_ascii_case("content-type"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect()
+}
+
+/// [`ce_headers`] of the client library's header map (every value of every name).
+pub(crate) fn client_ce_headers(h: &async_nats::HeaderMap) -> Vec<(String, String)> {
+    ce_headers(h.iter().flat_map(|(name, values)| {
+        let name: &str = name.as_ref();
+        values.iter().map(move |v| (name, v.as_str()))
+    }))
 }
 
 /// The stream's last sequence, and the time of the first message after `applied` (`None` when

@@ -70,6 +70,17 @@ impl Message {
         std::str::from_utf8(code).ok()?.parse().ok()
     }
 
+    /// Every header of the block as `(name, value)`, value trimmed, in order (lines that are not
+    /// UTF-8 or have no colon are skipped).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        let block = self.headers.as_deref().unwrap_or_default();
+        block.split(|&b| b == b'\n').skip(1).filter_map(|line| {
+            let line = std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(line)).ok()?;
+            let (name, value) = line.split_once(':')?;
+            Some((name, value.trim()))
+        })
+    }
+
     /// The first value of header `name` (names compared ignoring ASCII case), trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
         let block = self.headers.as_deref()?;

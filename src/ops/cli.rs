@@ -143,6 +143,9 @@ fn local_url(settings: &Settings) -> String {
 /// `emit` arguments.
 #[derive(Debug, Args)]
 pub struct EmitArgs {
+    /// Publish in CloudEvents binary mode: the attributes as `ce-*` headers, the data as the body.
+    #[arg(long)]
+    pub binary: bool,
     /// A file of CloudEvents, one JSON object per line (`-` reads stdin). Each is published on
     /// the subject its `data.project_id` and `type` name, with its `id` as `Nats-Msg-Id`.
     #[arg(long, conflicts_with_all = ["kind", "project", "order_id"])]
@@ -358,6 +361,24 @@ struct Outgoing {
     subject: String,
     payload: Vec<u8>,
     msg_id: Option<String>,
+    /// Binary mode's `ce-*` and `content-type` headers (empty: structured mode).
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Outgoing {
+    /// An event in structured mode, or, with `binary`, in binary mode.
+    fn of(e: &Event, prefix: &str, binary: bool) -> Self {
+        let (headers, payload) = match binary {
+            true => e.to_binary(),
+            false => (Vec::new(), e.to_bytes()),
+        };
+        Outgoing {
+            subject: e.subject(prefix),
+            payload,
+            msg_id: Some(e.id.clone()),
+            headers,
+        }
+    }
 }
 
 fn outgoing_from_line(
@@ -381,6 +402,7 @@ fn outgoing_from_line(
         subject,
         payload: line.as_bytes().to_vec(),
         msg_id,
+        headers: Vec::new(),
     })
 }
 
@@ -400,18 +422,25 @@ async fn emit(settings: Settings, args: EmitArgs) -> anyhow::Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            out.push(
-                outgoing_from_line(&line, &prefix, args.subject.as_deref())
-                    .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?,
-            );
+            let o = outgoing_from_line(&line, &prefix, args.subject.as_deref())
+                .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+            if args.binary {
+                // Binary mode is made from the event the line decodes to.
+                let e =
+                    events::decode(&o.subject, &o.payload, &prefix, usize::MAX).map_err(|e| {
+                        anyhow::anyhow!("line {}: --binary needs a valid event: {e}", n + 1)
+                    })?;
+                out.push(Outgoing::of(&e, &prefix, true));
+            } else {
+                out.push(o);
+            }
         }
     } else {
-        let e = event_from_flags(&args)?;
-        out.push(Outgoing {
-            subject: e.subject(&prefix),
-            payload: e.to_bytes(),
-            msg_id: Some(e.id.clone()),
-        });
+        out.push(Outgoing::of(
+            &event_from_flags(&args)?,
+            &prefix,
+            args.binary,
+        ));
     }
     let client = async_nats::connect(server_addrs(&settings.nats.url)?)
         .await
@@ -437,6 +466,9 @@ async fn publish_all(js: &jetstream::Context, out: Vec<Outgoing>) -> anyhow::Res
         let mut headers = HeaderMap::new();
         if let Some(id) = &o.msg_id {
             headers.insert("Nats-Msg-Id", id.as_str());
+        }
+        for (name, value) in &o.headers {
+            headers.insert(*name, value.as_str());
         }
         pending.push_back(
             js.publish_with_headers(o.subject, headers, o.payload.into())

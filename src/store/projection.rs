@@ -575,6 +575,7 @@ pub(super) mod tests {
                 subject: Default::default(),
                 payload: Default::default(),
                 redrive_of: None,
+                ce_headers: Vec::new(),
             },
             event: Ok(Event {
                 id: format!("e{seq}"),

@@ -496,6 +496,7 @@ mod tests {
             reason: "bad".into(),
             payload: vec![0, 159, 146, 150, b'{'],
             redriven_by: None,
+            ce_headers: Vec::new(),
         };
         store
             .write(&[ticket("a", 2), ticket("a", 10), ticket("b", 1)], [&dl], 3)

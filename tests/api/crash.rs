@@ -249,6 +249,7 @@ pub fn reference_fold(messages: Vec<(String, Vec<u8>, Option<String>)>) -> Memor
             subject: subject.into(),
             payload: payload.into(),
             redrive_of: None,
+            ce_headers: Vec::new(),
         })
         .collect();
     let mut reference = MemoryProjection::default();

@@ -1,6 +1,7 @@
 //! Integration tests: real nats-server, real sled, real HTTP.
 
 mod audit;
+mod binary;
 mod crash;
 mod helpers;
 mod list;
