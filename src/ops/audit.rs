@@ -82,6 +82,20 @@ impl AdminClient {
         Ok((code, resp.json().await.context("reading /readyz")?))
     }
 
+    /// `GET /metrics` as text (with the token, for a daemon where it is not open).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("/metrics: {}", resp.status());
+        }
+        Ok(resp.text().await?)
+    }
+
     /// POST a path with a JSON body; the `data` of the answer.
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))

@@ -141,8 +141,21 @@ pub async fn status(c: &AdminClient) -> anyhow::Result<()> {
             "NOT connected"
         }
     );
+    // The lag in seconds is a metric (asked of the broker at each scrape), read when open.
+    let seconds = c
+        .metrics()
+        .await
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("ticket_ledger_lag_seconds ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .map_or(String::new(), |s| format!(", {s:.1} s"));
     println!(
-        "applied: sequence {} of the stream's {} (lag {} events); {} written to disk",
+        "applied: sequence {} of the stream's {} (lag {} events{seconds}); {} written to disk",
         n("applied_seq"),
         n("stream_last_seq"),
         n("lag"),

@@ -609,4 +609,5 @@ async fn the_list_and_status_commands_show_what_the_api_answers() {
         "{status}"
     );
     assert!(status.contains(&format!("sequence {last}")), "{status}");
+    assert!(status.contains("(lag 0 events, 0.0 s)"), "{status}");
 }
