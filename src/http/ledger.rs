@@ -23,6 +23,9 @@ use crate::core::domain::{DomainError, Status};
 use crate::core::events::format_time_ms;
 use crate::core::fold::{Outcome, Ticket};
 use crate::http::auth::{ACTION_ADMIN, ACTION_GET};
+use crate::http::openapi::{
+    DeadLettersBody, DetailBody, ErrorBody, RedriveRequest, RedrivenBody, ReplayBody,
+};
 use crate::ops::replay::{self, Tracker};
 use crate::view::Properties;
 
@@ -140,6 +143,20 @@ impl From<Ticket> for TicketView {
 }
 
 /// `GET /v1/job/script/orders/{execute_uuid}`: the ticket and every event that touched it.
+#[utoipa::path(get, path = "/v1/job/script/orders/{execute_uuid}",
+    params(
+        ("execute_uuid" = String, Path),
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "The ticket and its history", body = DetailBody),
+        (status = 400, description = "The path or a header is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "The project or the action is not granted", body = ErrorBody),
+        (status = 404, description = "No such ticket in the project", body = ErrorBody)
+    )
+)]
 pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -222,6 +239,21 @@ fn flag(raw: Option<&str>, name: &str) -> bool {
 
 /// `GET /v1/ledger/dead-letters?after=SEQ&limit=N&all=true`: refused events in stream order;
 /// those already redriven only with `all=true`. `limit` 1–1000, default 100.
+#[utoipa::path(get, path = "/v1/ledger/dead-letters",
+    params(
+        ("after" = Option<u64>, Query, description = "Only dead letters after this stream sequence"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, default 100"),
+        ("all" = Option<bool>, Query, description = "Also those already redriven"),
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "Dead letters in stream order, and pending counts by reason", body = DeadLettersBody),
+        (status = 400, description = "A parameter is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "coc:ledger:admin is not granted", body = ErrorBody)
+    )
+)]
 pub async fn dead_letters(
     State(state): State<AppState>,
     caller: Caller,
@@ -271,6 +303,20 @@ struct RedriveBody {
 /// in stream order, to their subjects with the `Ledger-Redrive-Of` header. The copies are new
 /// events of the stream, so the projection stays a pure function of it; when a copy is folded,
 /// the original is marked `redriven_by` that copy.
+#[utoipa::path(post, path = "/v1/ledger/redrive",
+    params(
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    request_body(content = Option<RedriveRequest>, description = "Which dead letters; all pending when absent"),
+    responses(
+        (status = 200, description = "The copies published", body = RedrivenBody),
+        (status = 400, description = "The body is not {\"seqs\": [..]}", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials, or a bad signature", body = ErrorBody),
+        (status = 403, description = "coc:ledger:admin is not granted", body = ErrorBody),
+        (status = 503, description = "NATS is not reachable now", body = ErrorBody)
+    )
+)]
 pub async fn redrive(
     State(state): State<AppState>,
     caller: Caller,
@@ -325,6 +371,20 @@ pub async fn redrive(
 }
 
 /// `POST /v1/ledger/replay?accept_partial=true`: starts a blue/green rebuild; 202 with progress.
+#[utoipa::path(post, path = "/v1/ledger/replay",
+    params(
+        ("accept_partial" = Option<bool>, Query, description = "Rebuild even though retention dropped the stream's start"),
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 202, description = "The rebuild started", body = ReplayBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "coc:ledger:admin is not granted", body = ErrorBody),
+        (status = 409, description = "A rebuild runs already, or the stream no longer starts at 1", body = ErrorBody),
+        (status = 503, description = "NATS is not reachable now", body = ErrorBody)
+    )
+)]
 pub async fn start_replay(
     State(state): State<AppState>,
     caller: Caller,
@@ -364,6 +424,17 @@ pub async fn start_replay(
 }
 
 /// `GET /v1/ledger/replay`: the current or last rebuild's progress.
+#[utoipa::path(get, path = "/v1/ledger/replay",
+    params(
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "The current or last rebuild's progress", body = ReplayBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "coc:ledger:admin is not granted", body = ErrorBody)
+    )
+)]
 pub async fn replay_progress(
     State(state): State<AppState>,
     caller: Caller,
@@ -375,6 +446,17 @@ pub async fn replay_progress(
 /// `GET /v1/ledger/records`: every record as JSON lines, after a first line
 /// `{"applied_seq": S}` read before the scan. Used by `ticket-ledger verify`. It writes the
 /// write-behind buffer first (pausing ingestion for one flush), then scans sled without a lock.
+#[utoipa::path(get, path = "/v1/ledger/records",
+    params(
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "`{\"applied_seq\": S}`, then every record, as JSON lines", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "coc:ledger:admin is not granted", body = ErrorBody)
+    )
+)]
 pub async fn records(State(state): State<AppState>, caller: Caller) -> Result<Response, Localized> {
     caller.require(&state, ACTION_ADMIN, b"")?;
     let lang = caller.lang;

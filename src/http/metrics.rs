@@ -12,10 +12,22 @@ use axum::response::{IntoResponse, Response};
 use super::error::Localized;
 use super::{AppState, Caller};
 use crate::http::auth::ACTION_ADMIN;
+use crate::http::openapi::ErrorBody;
 
 /// How long a scrape waits for the broker's answer about the lag.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(get, path = "/metrics",
+    params(
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "Prometheus' text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Closed, and no or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Closed, and coc:ledger:admin is not granted", body = ErrorBody)
+    )
+)]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,6 +8,7 @@ pub mod auth;
 pub(crate) mod error;
 pub(crate) mod ledger;
 mod metrics;
+mod openapi;
 pub(crate) mod orders;
 pub mod sign;
 #[cfg(test)]
@@ -178,6 +179,10 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get(metrics::metrics).fallback(method_not_allowed),
         )
+        .route(
+            "/openapi.json",
+            get(openapi::openapi_json).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -204,6 +209,9 @@ async fn method_not_allowed(headers: HeaderMap) -> Response {
 }
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", security(()), responses(
+    (status = 200, description = "The process answers", body = openapi::HealthBody)
+))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -212,6 +220,10 @@ async fn healthz() -> Json<serde_json::Value> {
 /// ingest loop has its consumer), the projection caught up and its list view in step
 /// (`view_seq`: the position the list answers from, behind `applied_seq` while a backlog is
 /// folded).
+#[utoipa::path(get, path = "/readyz", security(()), responses(
+    (status = 200, description = "Ready", body = openapi::ReadyBody),
+    (status = 503, description = "Not ready: the body says why", body = openapi::ReadyBody)
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let l = &state.ledger;
     let p = l.current();

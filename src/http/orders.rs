@@ -10,6 +10,7 @@ use super::error::{ApiError, Localized};
 use super::{AppState, Caller};
 use crate::core::domain::{FilterText, Marker, PageLimit, Status, TimeRange};
 use crate::http::auth::ACTION_LIST;
+use crate::http::openapi::{ErrorBody, ListBody, StatusDoc};
 use crate::view::{Page, Query};
 
 /// The 200 body: `{"data": JobScriptOrderListPage}`, fields in the spec's order.
@@ -64,6 +65,25 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
 
 /// Lists the tickets of the caller's project (and, under the `coc:JobType` condition, of the
 /// job types the caller may see).
+#[utoipa::path(get, path = "/v1/job/script/orders",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 10"),
+        ("marker" = Option<u64>, Query, description = "The last order_id of the previous page"),
+        ("start_time" = Option<u64>, Query, description = "Created at or after, ms since the epoch"),
+        ("end_time" = Option<u64>, Query, description = "Created at or before, ms since the epoch"),
+        ("creator" = Option<String>, Query, min_length = 1, max_length = 128),
+        ("status" = Option<StatusDoc>, Query),
+        ("name_like" = Option<String>, Query, min_length = 1, max_length = 128, description = "Case-insensitive substring of the name"),
+        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
+        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+    ),
+    responses(
+        (status = 200, description = "A page and its total", body = ListBody),
+        (status = 400, description = "A parameter is invalid", body = ErrorBody),
+        (status = 401, description = "No or unknown credentials", body = ErrorBody),
+        (status = 403, description = "The project or the action is not granted", body = ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
