@@ -96,6 +96,36 @@ pub struct NatsSettings {
     /// ([`crate::nats::wire`]) rather than through the client library (which they still use for a
     /// server that asks for TLS).
     pub own_reader: bool,
+    /// PEM file of the CA (or CAs) that signed the servers' certificates: connect with TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, for servers that verify clients.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// A file holding an NKey seed (`SU...`) to authenticate with.
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (a user JWT and its NKey seed) to authenticate with.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+}
+
+impl NatsSettings {
+    /// Whether the connection needs more than the plain protocol: TLS, an NKey or a `.creds`
+    /// file (the reader's own connection speaks none of them; the client library does).
+    pub fn secured(&self) -> bool {
+        self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.nkey_seed_file.is_some()
+            || self.creds_file.is_some()
+            || self
+                .url
+                .split(',')
+                .any(|u| u.trim().to_ascii_lowercase().starts_with("tls://"))
+    }
 }
 
 /// Ingest settings.

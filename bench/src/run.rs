@@ -46,6 +46,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         port: None,
         dir: tmp.path().join("js"),
         log: None,
+        args: Vec::new(),
     };
     let nats_bin = launch.binary.clone();
     let nats = KillOnDrop(launch.command()?.spawn().context("starting nats-server")?);

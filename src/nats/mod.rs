@@ -69,6 +69,38 @@ pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, url::UrlEr
         .collect()
 }
 
+/// The client library's options for `nats`: the connection timeout, TLS (a CA, a client
+/// certificate), an NKey seed or a `.creds` file. Every connection the daemon and its commands
+/// open starts from these.
+pub async fn client_options(s: &NatsSettings) -> anyhow::Result<async_nats::ConnectOptions> {
+    let mut o = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_millis(s.connect_timeout_ms));
+    if let Some(ca) = &s.tls_ca_file {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&s.tls_cert_file, &s.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            o = o
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => bail!("nats.tls_cert_file and nats.tls_key_file go together"),
+    }
+    if let Some(seed) = &s.nkey_seed_file {
+        let seed = std::fs::read_to_string(seed)
+            .with_context(|| format!("reading nats.nkey_seed_file {}", seed.display()))?;
+        o = o.nkey(seed.trim().to_owned());
+    }
+    if let Some(creds) = &s.creds_file {
+        o = o
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("reading nats.creds_file {}", creds.display()))?;
+    }
+    Ok(o)
+}
+
 /// Connects to the configured broker, starting a child `nats-server` first when configured to
 /// and nothing answers at the first server of `nats.url`.
 pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
@@ -88,6 +120,7 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
             port: Some(first.port),
             dir: s.embedded_dir.clone(),
             log: Some(s.embedded_dir.join("nats-server.log")),
+            args: Vec::new(),
         };
         let mut cmd = tokio::process::Command::from(launch.command()?);
         let child = cmd
@@ -106,13 +139,13 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
     } else {
         None
     };
-    let client = async_nats::ConnectOptions::new()
+    let client = client_options(s)
+        .await?
         .name("ticket-ledger")
         // Above what a consumer's flow-control window lets the server push ahead of its answer,
         // so that a fold that holds the reader back never makes the client drop deliveries
         // (which would make the consumer start over and the server send them again).
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
-        .connection_timeout(timeout)
         .retry_on_initial_connect()
         .connect(server_addrs(&s.url)?)
         .await

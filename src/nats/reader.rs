@@ -102,12 +102,21 @@ async fn spawn_reader<T: Send + 'static>(
     batch_size: usize,
     each: impl Fn(Vec<RawMessage>) -> T + Send + 'static,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<T>>> {
-    let own = match nats.own_reader {
-        true => Some(OwnConnection {
-            server: super::url::servers(&nats.url)?.swap_remove(0),
+    let own = match (nats.own_reader, nats.secured()) {
+        (true, false) => Some(OwnConnection {
+            servers: super::url::servers(&nats.url)?,
             timeout: Duration::from_millis(nats.connect_timeout_ms),
         }),
-        false => None,
+        (true, true) => {
+            if !SECURED_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(
+                    "TLS, an NKey or a .creds file is configured: the stream is read through the \
+                     client library, which speaks them (the own connection speaks plain TCP)"
+                );
+            }
+            None
+        }
+        (false, _) => None,
     };
     let mut reader = Deliveries::start(client, stream, own, from.max(1), batch_size).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -129,11 +138,14 @@ async fn spawn_reader<T: Send + 'static>(
     Ok(rx)
 }
 
+/// Set once the reader has said that a secured connection is read through the library.
+static SECURED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Where the reader's own connection goes.
 #[derive(Clone)]
 struct OwnConnection {
-    /// The first server of `nats.url`.
-    server: super::url::ServerUrl,
+    /// Every server of `nats.url`, tried in order.
+    servers: Vec<super::url::ServerUrl>,
     timeout: Duration,
 }
 
@@ -237,15 +249,19 @@ impl Feed {
     ) -> anyhow::Result<Self> {
         use futures::StreamExt;
         if let Some(own) = own {
-            // Whatever stops the own connection (TLS, the URL's first server down while the
-            // client is connected to another of a cluster) leaves the client library's way.
-            match wire::Subscription::connect(&own.server, inbox, own.timeout).await {
-                Ok(sub) => return Ok(Feed::Own(sub)),
-                Err(wire::WireError::Unsupported(why)) => {
-                    tracing::info!(%why, "reading the stream through the client library");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the stream through the client library");
+            // The servers of `nats.url` in order (one down, the next of the cluster is tried);
+            // whatever stops them all (a server that asks for TLS, every one unreachable)
+            // leaves the client library's way.
+            for server in &own.servers {
+                match wire::Subscription::connect(server, inbox, own.timeout).await {
+                    Ok(sub) => return Ok(Feed::Own(sub)),
+                    Err(wire::WireError::Unsupported(why)) => {
+                        tracing::info!(%why, "reading the stream through the client library");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = ?server, error = %e, "the own connection failed; trying the next server");
+                    }
                 }
             }
         }

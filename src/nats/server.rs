@@ -41,6 +41,8 @@ pub struct Launch {
     pub dir: PathBuf,
     /// Where it logs; `None` discards its output.
     pub log: Option<PathBuf>,
+    /// More arguments (`--tls ...`, `-c server.conf`), after the launcher's own.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 impl Launch {
@@ -61,6 +63,7 @@ impl Launch {
         if let Some(log) = &self.log {
             cmd.arg("-l").arg(log);
         }
+        cmd.args(&self.args);
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;

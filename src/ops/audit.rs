@@ -312,7 +312,9 @@ pub struct VerifyReport {
 
 /// Reads the stream from its first message through `upto`.
 async fn read_stream(settings: &Settings, upto: u64) -> anyhow::Result<Vec<RawMessage>> {
-    let client = async_nats::connect(settings.nats.url.as_str())
+    let client = crate::nats::client_options(&settings.nats)
+        .await?
+        .connect(crate::nats::server_addrs(&settings.nats.url)?)
         .await
         .with_context(|| format!("connecting to {}", settings.nats.url))?;
     let js = jetstream::new(client.clone());

@@ -442,7 +442,9 @@ async fn emit(settings: Settings, args: EmitArgs) -> anyhow::Result<()> {
             args.binary,
         ));
     }
-    let client = async_nats::connect(server_addrs(&settings.nats.url)?)
+    let client = crate::nats::client_options(&settings.nats)
+        .await?
+        .connect(server_addrs(&settings.nats.url)?)
         .await
         .with_context(|| {
             format!(

@@ -66,6 +66,7 @@ impl NatsServer {
             port,
             dir: dir.to_owned(),
             log: None,
+            args: Vec::new(),
         };
         launch.clear_ports_file();
         let child = launch

@@ -6,6 +6,7 @@ mod crash;
 mod helpers;
 mod list;
 mod metrics;
+mod secure;
 mod signing;
 
 use async_nats::jetstream;
