@@ -12,7 +12,7 @@ use crate::config::{Settings, StoreSettings};
 use crate::http::auth::Authenticator;
 use crate::http::{Admin, AppState, router};
 use crate::metrics::Metrics;
-use crate::nats::{self, Broker, BrokerStatus};
+use crate::nats::{self, Broker};
 use crate::ops::ingest;
 use crate::store::{FlushPolicy, Ledger};
 
@@ -71,7 +71,7 @@ impl App {
     /// Serves the API and runs the ingest loop until `cancel` fires; then lets the current batch
     /// finish, flushes the store and stops the child broker, if any.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let broker = Arc::new(BrokerStatus::default());
+        let broker = self.broker.status.clone();
         let metrics = Arc::new(Metrics::new());
         let listen = self.listener.local_addr()?;
         let state = AppState {

@@ -12,6 +12,8 @@ use prometheus::{
 };
 
 use crate::core::batch::FoldReport;
+use crate::nats::BrokerStatus;
+use crate::store::{Projection, WriteStats};
 
 /// Every metric of the daemon.
 pub struct Metrics {
@@ -36,6 +38,14 @@ pub struct Metrics {
     pub(crate) view_in_step: IntGauge,
     pub(crate) rebuild_done: IntGauge,
     pub(crate) rebuild_total: IntGauge,
+    nats_disconnects: IntCounter,
+    consumer_restarts: IntCounterVec,
+    store_writes: IntCounter,
+    store_write_seconds: prometheus::Counter,
+    store_written_bytes: IntCounter,
+    /// The live projection's write statistics at the last scrape (by the projection's address,
+    /// so that a switch-over to a rebuilt generation starts its own count).
+    last_writes: std::sync::Mutex<(usize, WriteStats)>,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -104,6 +114,25 @@ impl Metrics {
         registry
             .register(Box::new(lag_seconds.clone()))
             .expect("unique");
+        let consumer_restarts = IntCounterVec::new(
+            Opts::new(
+                "ticket_ledger_consumer_restarts_total",
+                "Times the reader started its consumer again, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(consumer_restarts.clone()))
+            .expect("unique");
+        let store_write_seconds = prometheus::Counter::new(
+            "ticket_ledger_store_write_seconds_total",
+            "Seconds spent writing batches to sled.",
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(store_write_seconds.clone()))
+            .expect("unique");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -171,6 +200,21 @@ impl Metrics {
                 "ticket_ledger_rebuild_total_events",
                 "Events the running (or last) blue/green rebuild has to fold.",
             ),
+            nats_disconnects: counter(
+                "ticket_ledger_nats_disconnects_total",
+                "Times the NATS connection dropped (the client reconnects by itself).",
+            ),
+            store_writes: counter(
+                "ticket_ledger_store_writes_total",
+                "Atomic batches written to sled.",
+            ),
+            store_written_bytes: counter(
+                "ticket_ledger_store_written_bytes_total",
+                "Bytes of keys and values written to sled.",
+            ),
+            last_writes: Default::default(),
+            consumer_restarts,
+            store_write_seconds,
             lag_seconds,
             dead_letters,
             http_requests,
@@ -208,6 +252,34 @@ impl Metrics {
         self.http_seconds
             .with_label_values(&[route])
             .observe(seconds);
+    }
+
+    /// Brings the counters kept elsewhere (by the broker's status and the live projection's
+    /// writer) up to their values at this scrape.
+    pub fn sync(&self, broker: &BrokerStatus, projection: &Projection) {
+        let up_to = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up_to(&self.nats_disconnects, broker.disconnects());
+        for (why, n) in broker.consumer_restarts() {
+            up_to(
+                &self.consumer_restarts.with_label_values(&[why.as_str()]),
+                n,
+            );
+        }
+        let now = projection.write_stats();
+        let id = std::ptr::from_ref(projection) as usize;
+        let mut last = self.last_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let before = if last.0 == id {
+            last.1
+        } else {
+            WriteStats::default()
+        };
+        self.store_writes
+            .inc_by(now.writes.saturating_sub(before.writes));
+        self.store_written_bytes
+            .inc_by(now.bytes.saturating_sub(before.bytes));
+        self.store_write_seconds
+            .inc_by((now.seconds - before.seconds).max(0.0));
+        *last = (id, now);
     }
 
     /// The text format of every metric.

@@ -79,8 +79,7 @@ pub async fn raw_read_own(
         client,
         &stream,
         &settings.nats,
-        1,
-        settings.ingest.batch_size,
+        (1, settings.ingest.batch_size),
     )
     .await?;
     let mut n = 0u64;

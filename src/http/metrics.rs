@@ -67,6 +67,7 @@ pub(crate) async fn metrics(
         // No broker (or no answer in time): the lag in seconds keeps its last value.
         None => state.broker.stream_last_seq(),
     };
+    m.sync(&state.broker, &p);
     m.applied_seq.set(applied as i64);
     m.durable_seq.set(p.durable_seq() as i64);
     m.stream_last_seq.set(last as i64);

@@ -37,6 +37,8 @@ pub use stream::{
 pub struct Broker {
     /// The NATS client (reconnects by itself, forever).
     pub client: async_nats::Client,
+    /// What ingest sees of the broker, and the client's dropped connections.
+    pub status: std::sync::Arc<BrokerStatus>,
     child: Option<Child>,
 }
 
@@ -139,8 +141,18 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
     } else {
         None
     };
+    let status = std::sync::Arc::new(BrokerStatus::default());
+    let counted = status.clone();
     let client = client_options(s)
         .await?
+        .event_callback(move |e| {
+            let counted = counted.clone();
+            async move {
+                if matches!(e, async_nats::Event::Disconnected) {
+                    counted.disconnected();
+                }
+            }
+        })
         .name("ticket-ledger")
         // Above what a consumer's flow-control window lets the server push ahead of its answer,
         // so that a fold that holds the reader back never makes the client drop deliveries
@@ -150,5 +162,9 @@ pub async fn connect(s: &NatsSettings) -> anyhow::Result<Broker> {
         .connect(server_addrs(&s.url)?)
         .await
         .with_context(|| format!("connecting to {:?}", url::servers(&s.url).ok()))?;
-    Ok(Broker { client, child })
+    Ok(Broker {
+        client,
+        status,
+        child,
+    })
 }

@@ -1,11 +1,13 @@
 //! The batches ingest and rebuild fold: an ordered push consumer drained by a task of its own,
 //! on the reader's own connection ([`super::wire`]) or a subscription of the client library.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
 
+use super::status::{BrokerStatus, Restart};
 use super::stream::ce_headers;
 use super::wire;
 use crate::config::NatsSettings;
@@ -73,12 +75,12 @@ pub async fn read_batches(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
     nats: &NatsSettings,
-    from: u64,
-    batch_size: usize,
+    status: Arc<BrokerStatus>,
+    (from, batch_size): (u64, usize),
     rules: DecodeRules,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Decoded>>>> {
     let decode = move |batch| decode_batch(batch, &rules);
-    spawn_reader(client, stream, nats, from, batch_size, decode).await
+    spawn_reader(client, stream, nats, status, (from, batch_size), decode).await
 }
 
 /// [`read_batches`] without the decoding: the messages as they come. The benchmark's raw read
@@ -87,10 +89,13 @@ pub async fn read_raw(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
     nats: &NatsSettings,
-    from: u64,
-    batch_size: usize,
+    (from, batch_size): (u64, usize),
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Vec<RawMessage>>>> {
-    spawn_reader(client, stream, nats, from, batch_size, |batch| batch).await
+    let status = Arc::new(BrokerStatus::default());
+    spawn_reader(client, stream, nats, status, (from, batch_size), |batch| {
+        batch
+    })
+    .await
 }
 
 /// Starts the consumer and a task that passes on `each` of its batches (see [`read_batches`]).
@@ -98,8 +103,8 @@ async fn spawn_reader<T: Send + 'static>(
     client: &async_nats::Client,
     stream: &jetstream::stream::Stream,
     nats: &NatsSettings,
-    from: u64,
-    batch_size: usize,
+    status: Arc<BrokerStatus>,
+    (from, batch_size): (u64, usize),
     each: impl Fn(Vec<RawMessage>) -> T + Send + 'static,
 ) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<T>>> {
     let own = match (nats.own_reader, nats.secured()) {
@@ -118,7 +123,8 @@ async fn spawn_reader<T: Send + 'static>(
         }
         (false, _) => None,
     };
-    let mut reader = Deliveries::start(client, stream, own, from.max(1), batch_size).await?;
+    let mut reader =
+        Deliveries::start(client, stream, own, from.max(1), batch_size, status).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tokio::spawn(async move {
         loop {
@@ -274,22 +280,27 @@ impl Feed {
 
     /// The next deliveries, at least one, or why there are none: the feed ended, or nothing
     /// (not even a heartbeat) arrived for [`HEARTBEAT_GRACE`].
-    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, String> {
+    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, (Restart, String)> {
         use futures::StreamExt;
-        let silent = || format!("no message and no heartbeat for {HEARTBEAT_GRACE:?}");
+        let silent = || {
+            (
+                Restart::Silence,
+                format!("no message and no heartbeat for {HEARTBEAT_GRACE:?}"),
+            )
+        };
         match self {
             Feed::Own(sub) => {
                 let mut messages = Vec::with_capacity(max.min(4096));
                 match sub.next_messages(max, HEARTBEAT_GRACE, &mut messages).await {
                     Ok(()) => Ok(messages.into_iter().map(Delivery::from_wire).collect()),
                     Err(wire::WireError::Silent(_)) => Err(silent()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err((Restart::Connection, e.to_string())),
                 }
             }
             Feed::Client(chunks) => {
                 match tokio::time::timeout(HEARTBEAT_GRACE, chunks.next()).await {
                     Ok(Some(c)) => Ok(c.into_iter().map(Delivery::from_client).collect()),
-                    Ok(None) => Err("the subscription ended".to_owned()),
+                    Ok(None) => Err((Restart::Connection, "the subscription ended".to_owned())),
                     Err(_) => Err(silent()),
                 }
             }
@@ -336,6 +347,8 @@ struct Deliveries {
     consumer_seq: u64,
     /// Stream sequence the next batch starts at.
     next_seq: u64,
+    /// Where restarts are counted.
+    status: Arc<BrokerStatus>,
 }
 
 impl Deliveries {
@@ -345,6 +358,7 @@ impl Deliveries {
         own: Option<OwnConnection>,
         from: u64,
         batch_size: usize,
+        status: Arc<BrokerStatus>,
     ) -> anyhow::Result<Self> {
         let (consumer, feed) = Self::open(client, stream, own.as_ref(), from, batch_size).await?;
         Ok(Deliveries {
@@ -356,6 +370,7 @@ impl Deliveries {
             feed,
             consumer_seq: 0,
             next_seq: from,
+            status,
         })
     }
 
@@ -402,8 +417,9 @@ impl Deliveries {
             if let Some(last) = batch.last() {
                 self.next_seq = last.seq + 1;
             }
-            if let Some(gap) = gap {
+            if let Some((why, gap)) = gap {
                 tracing::warn!(reason = %gap, from_seq = self.next_seq, "restarting the consumer");
+                self.status.consumer_restarted(why);
                 self.restart().await?;
             }
             if !batch.is_empty() {
@@ -439,7 +455,7 @@ impl Deliveries {
     async fn take_chunk(
         &mut self,
         chunk: Vec<Delivery>,
-    ) -> anyhow::Result<(Vec<RawMessage>, Option<String>)> {
+    ) -> anyhow::Result<(Vec<RawMessage>, Option<(Restart, String)>)> {
         let mut out = Vec::with_capacity(chunk.len());
         for m in chunk {
             if let Some(status) = m.status {
@@ -456,7 +472,7 @@ impl Deliveries {
                         "the consumer sent up to {last} but {} arrived",
                         self.consumer_seq
                     );
-                    return Ok((out, Some(gap)));
+                    return Ok((out, Some((Restart::Heartbeat, gap))));
                 }
                 for reply in [m.reply, m.stalled].into_iter().flatten() {
                     self.feed.answer(&self.client, reply).await?;
@@ -467,12 +483,15 @@ impl Deliveries {
             let Some((seq, cseq)) = sequences else {
                 return Ok((
                     out,
-                    Some("a delivery without a JetStream reply subject".into()),
+                    Some((
+                        Restart::Protocol,
+                        "a delivery without a JetStream reply subject".into(),
+                    )),
                 ));
             };
             if cseq != self.consumer_seq + 1 {
                 let gap = format!("delivery {cseq} arrived after {}", self.consumer_seq);
-                return Ok((out, Some(gap)));
+                return Ok((out, Some((Restart::Sequence, gap))));
             }
             self.consumer_seq = cseq;
             out.push(RawMessage {

@@ -2,11 +2,51 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Connected or not, and the stream's last sequence as last reported.
+/// Why the reader started its consumer again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Nothing, not even a heartbeat, arrived for a while.
+    Silence,
+    /// The connection or the subscription ended.
+    Connection,
+    /// A heartbeat said more was sent than arrived.
+    Heartbeat,
+    /// A consumer sequence was skipped.
+    Sequence,
+    /// A delivery the protocol does not allow.
+    Protocol,
+}
+
+impl Restart {
+    /// Every reason, in the order of [`BrokerStatus::consumer_restarts`].
+    pub const ALL: [Restart; 5] = [
+        Restart::Silence,
+        Restart::Connection,
+        Restart::Heartbeat,
+        Restart::Sequence,
+        Restart::Protocol,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Silence => "silence",
+            Restart::Connection => "connection",
+            Restart::Heartbeat => "heartbeat",
+            Restart::Sequence => "sequence",
+            Restart::Protocol => "protocol",
+        }
+    }
+}
+
+/// Connected or not, the stream's last sequence as last reported, and how often the connection
+/// dropped and the reader's consumer started over.
 #[derive(Debug, Default)]
 pub struct BrokerStatus {
     connected: AtomicBool,
     stream_last_seq: AtomicU64,
+    disconnects: AtomicU64,
+    restarts: [AtomicU64; Restart::ALL.len()],
 }
 
 impl BrokerStatus {
@@ -21,6 +61,26 @@ impl BrokerStatus {
     /// Whether the ingest loop is connected to JetStream.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Counts a dropped connection (the client library reconnects by itself).
+    pub fn disconnected(&self) {
+        self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections dropped so far.
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects.load(Ordering::Relaxed)
+    }
+
+    /// Counts a consumer restart.
+    pub fn consumer_restarted(&self, why: Restart) {
+        self.restarts[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Consumer restarts so far, by reason.
+    pub fn consumer_restarts(&self) -> [(Restart, u64); Restart::ALL.len()] {
+        Restart::ALL.map(|r| (r, self.restarts[r as usize].load(Ordering::Relaxed)))
     }
 
     /// Last stream sequence the broker reported (0 if unknown).

@@ -100,8 +100,15 @@ async fn consume(
         subject_prefix: nats.subject_prefix.clone(),
         max_event_bytes: ingest.max_event_bytes,
     };
-    let mut batches =
-        read_batches(client, &stream, nats, applied + 1, ingest.batch_size, rules).await?;
+    let mut batches = read_batches(
+        client,
+        &stream,
+        nats,
+        status.clone(),
+        (applied + 1, ingest.batch_size),
+        rules,
+    )
+    .await?;
     tracing::info!(
         stream = %nats.stream,
         from_seq = applied + 1,

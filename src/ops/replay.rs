@@ -153,7 +153,7 @@ pub async fn rebuild(
 
 async fn run(
     ledger: &Arc<Ledger>,
-    status: &BrokerStatus,
+    status: &Arc<BrokerStatus>,
     client: async_nats::Client,
     nats: &NatsSettings,
     ingest: &IngestSettings,
@@ -174,10 +174,16 @@ async fn run(
     if try_switch(ledger, &next, generation, Vec::new()).await? {
         return Ok((generation, next.ticket_count()));
     }
-    let mut batches =
-        crate::nats::read_batches(&client, &stream, nats, 1, ingest.batch_size, rules)
-            .await
-            .context("the rebuild consumer")?;
+    let mut batches = crate::nats::read_batches(
+        &client,
+        &stream,
+        nats,
+        status.clone(),
+        (1, ingest.batch_size),
+        rules,
+    )
+    .await
+    .context("the rebuild consumer")?;
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         let live_applied = ledger.current().applied_seq();

@@ -13,11 +13,12 @@ pub(crate) mod generations;
 pub(crate) mod projection;
 pub(crate) mod records;
 mod seen;
-mod writer;
+pub(crate) mod writer;
 
 pub use generations::Ledger;
 pub use projection::{FlushPolicy, Projection};
 pub use records::{DEFAULT_CACHE_MB, Store, encode_ticket, ticket_json, ticket_key_parts};
+pub use writer::WriteStats;
 
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]

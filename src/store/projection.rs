@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::seen::Seen;
-use super::writer::{Snapshot, WriteBehind};
+use super::writer::{Snapshot, WriteBehind, WriteStats};
 use super::{Store, StoreError};
 use crate::core::batch::{Commit, DeadLetter, Decoded, FoldReport, TicketKey, fold_decoded};
 use crate::core::domain::ProjectId;
@@ -201,6 +201,11 @@ impl Projection {
     /// Last stream sequence whose effects are visible.
     pub fn applied_seq(&self) -> u64 {
         self.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// What this projection's writes to sled have cost so far.
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
     }
 
     /// Last stream sequence whose effects are in sled.

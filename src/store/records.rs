@@ -266,8 +266,9 @@ impl Store {
         tickets: impl IntoIterator<Item = &'a Ticket>,
         dead_letters: impl IntoIterator<Item = &'a DeadLetter>,
         applied_seq: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
         // In key order, so that each chunk's tickets come together and ascending.
         let mut tickets: Vec<&Ticket> = tickets.into_iter().collect();
         tickets.sort_unstable_by(|a, b| (&a.project, a.order_id).cmp(&(&b.project, b.order_id)));
@@ -320,14 +321,17 @@ impl Store {
                 out.extend_from_slice(&(record.len() as u32).to_be_bytes());
                 out.extend_from_slice(record);
             }
+            bytes += (key.len() + out.len()) as u64;
             batch.insert(key, out);
         }
         for d in dead_letters {
-            batch.insert(dead_key(d.seq), encode_dead_letter(d));
+            let value = encode_dead_letter(d);
+            bytes += value.len() as u64 + 9;
+            batch.insert(dead_key(d.seq), value);
         }
         batch.insert(APPLIED_SEQ, &applied_seq.to_be_bytes());
         self.db.apply_batch(batch)?;
-        Ok(())
+        Ok(bytes)
     }
 
     /// Bytes of the records' own data as stored (chunk keys and values), as the benchmark's disk

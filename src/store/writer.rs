@@ -54,10 +54,22 @@ impl Writer {
     }
 }
 
+/// What the writes cost so far: how many, how long, how many bytes (keys and values).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct WriteStats {
+    /// Writes (atomic sled batches) done.
+    pub writes: u64,
+    /// Seconds spent in them.
+    pub seconds: f64,
+    /// Bytes of keys and values they wrote.
+    pub bytes: u64,
+}
+
 /// State shared with the writer thread.
 struct Shared {
     writer: Mutex<Writer>,
     written: Condvar,
+    stats: Mutex<WriteStats>,
 }
 
 impl Shared {
@@ -84,6 +96,7 @@ impl WriteBehind {
                 ..Default::default()
             }),
             written: Condvar::new(),
+            stats: Mutex::new(WriteStats::default()),
         });
         let (tx, rx) = mpsc::channel::<Arc<Snapshot>>();
         let (w_store, w_shared) = (store.clone(), shared.clone());
@@ -92,7 +105,7 @@ impl WriteBehind {
             .spawn(move || {
                 // Ends when the projection (the sender) is dropped.
                 for snap in rx {
-                    let result = write_snapshot(&w_store, &snap);
+                    let result = write_snapshot(&w_store, &snap, &w_shared);
                     drop(snap);
                     let mut w = w_shared.lock();
                     let previous = match result {
@@ -139,7 +152,7 @@ impl WriteBehind {
             };
             if w.failed.is_some() {
                 // The writer gave up on it: try once more here, and report if it fails again.
-                write_snapshot(&self.store, &snap)?;
+                write_snapshot(&self.store, &snap, &self.shared)?;
                 drop(snap);
                 let previous = w.written();
                 drop(w);
@@ -153,6 +166,11 @@ impl WriteBehind {
                 .wait(w)
                 .unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// What the writes cost so far.
+    pub(super) fn stats(&self) -> WriteStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An emptied ticket map for the next buffer, if a retired snapshot left one.
@@ -172,7 +190,7 @@ impl WriteBehind {
         {
             // No writer thread (it died): write here.
             drop(to_writer);
-            write_snapshot(&self.store, &snap)?;
+            write_snapshot(&self.store, &snap, &self.shared)?;
             drop(snap);
             let previous = self.lock().written();
             drop(previous);
@@ -203,11 +221,18 @@ fn emptied(snap: Arc<Snapshot>) -> Option<FxHashMap<TicketKey, Ticket>> {
     Some(map)
 }
 
-/// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch.
-fn write_snapshot(store: &Store, snap: &Snapshot) -> Result<(), StoreError> {
-    store.write(
+/// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch, and
+/// counts what it cost.
+fn write_snapshot(store: &Store, snap: &Snapshot, shared: &Shared) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let bytes = store.write(
         snap.tickets.values(),
         snap.dead_letters.values(),
         snap.applied_seq,
-    )
+    )?;
+    let mut s = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    s.writes += 1;
+    s.seconds += started.elapsed().as_secs_f64();
+    s.bytes += bytes;
+    Ok(())
 }

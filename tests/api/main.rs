@@ -319,7 +319,8 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
     let mut settings = ticket_ledger::config::Settings::defaults();
     // The client library's subscription is the one that can drop deliveries.
     settings.nats.own_reader = false;
-    let mut batches = read_from_start(&client, &settings.nats, 100).await;
+    let status = Arc::new(ticket_ledger::nats::BrokerStatus::default());
+    let mut batches = read_from_start(&client, &settings.nats, status.clone(), 100).await;
     let mut seqs = Vec::new();
     while seqs.len() < 3_000 {
         let batch = next_batch(&mut batches).await;
@@ -342,6 +343,11 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
     assert!(
         dropped.load(Ordering::Relaxed) > 0,
         "the client never dropped a delivery: the test did not exercise a gap"
+    );
+    let restarts: u64 = status.consumer_restarts().iter().map(|(_, n)| n).sum();
+    assert!(
+        restarts > 0,
+        "each gap restarts the consumer, and is counted"
     );
 }
 
@@ -369,7 +375,8 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
     let mut settings = ticket_ledger::config::Settings::defaults();
     settings.nats.url = nats.url();
     assert!(settings.nats.own_reader);
-    let mut batches = read_from_start(&client, &settings.nats, 1_000).await;
+    let status = Arc::new(ticket_ledger::nats::BrokerStatus::default());
+    let mut batches = read_from_start(&client, &settings.nats, status, 1_000).await;
     let (mut seqs, mut events) = (Vec::new(), Vec::new());
     while seqs.len() < 20_000 {
         let batch = next_batch(&mut batches).await;
@@ -398,6 +405,7 @@ type Batches =
 async fn read_from_start(
     client: &async_nats::Client,
     nats: &ticket_ledger::config::NatsSettings,
+    status: Arc<ticket_ledger::nats::BrokerStatus>,
     batch_size: usize,
 ) -> Batches {
     let stream = jetstream::new(client.clone())
@@ -408,7 +416,7 @@ async fn read_from_start(
         subject_prefix: PREFIX.into(),
         max_event_bytes: 64 * 1024,
     };
-    ticket_ledger::nats::read_batches(client, &stream, nats, 1, batch_size, rules)
+    ticket_ledger::nats::read_batches(client, &stream, nats, status, (1, batch_size), rules)
         .await
         .unwrap()
 }

@@ -34,8 +34,18 @@ async fn promtool_accepts_the_metrics() {
     )
     .await;
     app.wait_applied(last).await;
+    app.ledger.persist().unwrap();
     let text = scrape(&app).await;
     assert_eq!(sample(&text, "ticket_ledger_applied_sequence"), last as f64);
+    assert!(
+        sample(&text, "ticket_ledger_store_writes_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "ticket_ledger_store_written_bytes_total") > 0.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "ticket_ledger_nats_disconnects_total"), 0.0);
     assert_eq!(sample(&text, "ticket_ledger_events_read_total"), 4.0);
     assert!(
         text.contains("ticket_ledger_dead_letters_total{reason=\"unknown_ticket\"} 1"),
