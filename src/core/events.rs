@@ -557,7 +557,7 @@ mod tests {
 
     const PREFIX: &str = "coc.job.script";
 
-    fn created() -> Event {
+    pub(super) fn created() -> Event {
         Event {
             id: "e-1".into(),
             source: "executor-a".into(),

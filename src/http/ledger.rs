@@ -24,7 +24,7 @@ use crate::core::events::format_time_ms;
 use crate::core::fold::{Outcome, Ticket};
 use crate::http::auth::{ACTION_ADMIN, ACTION_GET};
 use crate::http::openapi::{
-    DeadLettersBody, DetailBody, ErrorBody, RedriveRequest, RedrivenBody, ReplayBody,
+    CallerHeaders, DeadLettersBody, DetailBody, ErrorBody, RedriveRequest, RedrivenBody, ReplayBody,
 };
 use crate::ops::replay::{self, Tracker};
 use crate::view::Properties;
@@ -70,7 +70,7 @@ impl Admin {
 }
 
 /// One event in a ticket's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     seq: u64,
     id: String,
@@ -78,6 +78,8 @@ pub struct EventView {
     ty: String,
     time: String,
     source: String,
+    /// `applied`, `duplicate` or `rejected`.
+    #[schema(value_type = String)]
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason_code: Option<String>,
@@ -86,7 +88,7 @@ pub struct EventView {
 }
 
 /// A ticket with its history: the list model's fields, `job_type`, and `events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TicketView {
     order_id: u64,
     order_name: String,
@@ -95,7 +97,9 @@ pub struct TicketView {
     gmt_finished: Option<i64>,
     execute_costs: Option<i64>,
     creator: String,
+    #[schema(value_type = crate::http::openapi::StatusDoc)]
     status: Status,
+    #[schema(value_type = crate::http::openapi::PropertiesDoc)]
     properties: Properties,
     job_type: String,
     events: Vec<EventView>,
@@ -146,8 +150,7 @@ impl From<Ticket> for TicketView {
 #[utoipa::path(get, path = "/v1/job/script/orders/{execute_uuid}",
     params(
         ("execute_uuid" = String, Path),
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "The ticket and its history", body = DetailBody),
@@ -180,7 +183,7 @@ pub async fn detail(
 }
 
 /// A dead letter as the API shows it; the payload as text when it is UTF-8, else as hex.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetterView {
     /// Stream sequence.
     pub seq: u64,
@@ -244,8 +247,7 @@ fn flag(raw: Option<&str>, name: &str) -> bool {
         ("after" = Option<u64>, Query, description = "Only dead letters after this stream sequence"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many, default 100"),
         ("all" = Option<bool>, Query, description = "Also those already redriven"),
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "Dead letters in stream order, and pending counts by reason", body = DeadLettersBody),
@@ -305,8 +307,7 @@ struct RedriveBody {
 /// the original is marked `redriven_by` that copy.
 #[utoipa::path(post, path = "/v1/ledger/redrive",
     params(
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     request_body(content = Option<RedriveRequest>, description = "Which dead letters; all pending when absent"),
     responses(
@@ -374,8 +375,7 @@ pub async fn redrive(
 #[utoipa::path(post, path = "/v1/ledger/replay",
     params(
         ("accept_partial" = Option<bool>, Query, description = "Rebuild even though retention dropped the stream's start"),
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 202, description = "The rebuild started", body = ReplayBody),
@@ -426,8 +426,7 @@ pub async fn start_replay(
 /// `GET /v1/ledger/replay`: the current or last rebuild's progress.
 #[utoipa::path(get, path = "/v1/ledger/replay",
     params(
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "The current or last rebuild's progress", body = ReplayBody),
@@ -448,8 +447,7 @@ pub async fn replay_progress(
 /// write-behind buffer first (pausing ingestion for one flush), then scans sled without a lock.
 #[utoipa::path(get, path = "/v1/ledger/records",
     params(
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "`{\"applied_seq\": S}`, then every record, as JSON lines", content_type = "application/x-ndjson", body = String),

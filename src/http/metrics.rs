@@ -12,15 +12,14 @@ use axum::response::{IntoResponse, Response};
 use super::error::Localized;
 use super::{AppState, Caller};
 use crate::http::auth::ACTION_ADMIN;
-use crate::http::openapi::ErrorBody;
+use crate::http::openapi::{CallerHeaders, ErrorBody};
 
 /// How long a scrape waits for the broker's answer about the lag.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[utoipa::path(get, path = "/metrics",
     params(
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "Prometheus' text format", content_type = "text/plain", body = String),

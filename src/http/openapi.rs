@@ -5,7 +5,20 @@
 
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+/// The headers every route but the health checks reads, besides the credentials.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct CallerHeaders {
+    /// The project; needed when the caller is granted several.
+    #[param(rename = "x-project-id")]
+    x_project_id: Option<String>,
+    /// `zh-cn` for Chinese error messages.
+    #[param(rename = "X-Language")]
+    x_language: Option<String>,
+}
 
 /// A ticket status.
 #[derive(ToSchema)]
@@ -22,8 +35,9 @@ pub(crate) enum StatusDoc {
 
 /// `properties` of a ticket.
 #[derive(ToSchema)]
+#[schema(as = Properties)]
 #[allow(dead_code)]
-struct Properties {
+pub(crate) struct PropertiesDoc {
     region_ids: String,
 }
 
@@ -42,7 +56,7 @@ struct Ticket {
     execute_costs: Option<i64>,
     creator: String,
     status: StatusDoc,
-    properties: Properties,
+    properties: PropertiesDoc,
 }
 
 /// A page and the total of every ticket matching the filters.
@@ -68,61 +82,11 @@ pub(crate) struct ErrorBody {
     error_msg: String,
 }
 
-/// One event of a ticket's history.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct EventDoc {
-    seq: u64,
-    id: String,
-    #[schema(rename = "type")]
-    ty: String,
-    time: String,
-    source: String,
-    /// `applied`, `duplicate` or `rejected`.
-    outcome: String,
-    /// When rejected.
-    reason_code: Option<String>,
-    /// When rejected.
-    reason: Option<String>,
-}
-
-/// A ticket with its job type and its history.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct TicketDetail {
-    order_id: u64,
-    order_name: String,
-    execute_uuid: String,
-    gmt_created: i64,
-    gmt_finished: Option<i64>,
-    execute_costs: Option<i64>,
-    creator: String,
-    status: StatusDoc,
-    properties: Properties,
-    job_type: String,
-    events: Vec<EventDoc>,
-}
-
 /// The detail's answer.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct DetailBody {
-    data: TicketDetail,
-}
-
-/// A refused event.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct DeadLetterDoc {
-    seq: u64,
-    subject: String,
-    code: String,
-    reason: String,
-    redriven_by: Option<u64>,
-    /// The payload, when UTF-8.
-    payload: Option<String>,
-    /// The payload in hex, when not.
-    payload_hex: Option<String>,
+    data: super::ledger::TicketView,
 }
 
 #[derive(ToSchema)]
@@ -130,7 +94,7 @@ struct DeadLetterDoc {
 struct DeadLetterPage {
     /// Pending dead letters, by reason code.
     pending_by_reason: std::collections::BTreeMap<String, u64>,
-    dead_letters: Vec<DeadLetterDoc>,
+    dead_letters: Vec<super::ledger::DeadLetterView>,
 }
 
 /// The dead letters' answer.
@@ -286,5 +250,14 @@ mod tests {
         ] {
             assert!(doc["paths"][path][method].is_object(), "{method} {path}");
         }
+        let list = &doc["paths"]["/v1/job/script/orders"]["get"]["parameters"];
+        let headers: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "header")
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(headers, ["x-project-id", "X-Language"]);
     }
 }

@@ -10,7 +10,7 @@ use super::error::{ApiError, Localized};
 use super::{AppState, Caller};
 use crate::core::domain::{FilterText, Marker, PageLimit, Status, TimeRange};
 use crate::http::auth::ACTION_LIST;
-use crate::http::openapi::{ErrorBody, ListBody, StatusDoc};
+use crate::http::openapi::{CallerHeaders, ErrorBody, ListBody, StatusDoc};
 use crate::view::{Page, Query};
 
 /// The 200 body: `{"data": JobScriptOrderListPage}`, fields in the spec's order.
@@ -74,8 +74,7 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
         ("creator" = Option<String>, Query, min_length = 1, max_length = 128),
         ("status" = Option<StatusDoc>, Query),
         ("name_like" = Option<String>, Query, min_length = 1, max_length = 128, description = "Case-insensitive substring of the name"),
-        ("x-project-id" = Option<String>, Header, description = "The project; needed when the caller is granted several"),
-        ("X-Language" = Option<String>, Header, description = "zh-cn for Chinese error messages"),
+        CallerHeaders,
     ),
     responses(
         (status = 200, description = "A page and its total", body = ListBody),

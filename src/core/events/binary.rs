@@ -121,27 +121,15 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::domain::ProjectId;
-    use crate::core::events::{CreatedData, Kind};
+    use crate::core::events::Kind;
 
     const PREFIX: &str = "coc.job.script";
 
+    /// The events tests' `created`, with an id that needs percent-encoding in a header.
     fn created() -> Event {
-        Event {
-            id: "e 1/ü%".into(),
-            source: "executor-a".into(),
-            kind: Kind::Created,
-            time_ms: 1_690_200_829_451,
-            project: ProjectId::parse("p1").unwrap(),
-            order_id: 74,
-            created: Some(CreatedData {
-                execute_uuid: "SCT1".into(),
-                order_name: "071201".into(),
-                creator: "alice".into(),
-                region_ids: "cn-north-4".into(),
-                job_type: "SCRIPT".into(),
-            }),
-        }
+        let mut e = super::super::tests::created();
+        e.id = "e 1/ü%".into();
+        e
     }
 
     fn owned(h: Vec<(&str, String)>) -> Vec<(String, String)> {
