@@ -26,6 +26,8 @@ const TICKET: u8 = b't';
 const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
+/// How long opening the store waits for its lock to be released.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
 /// 6: records in postcard (5 was the same layout written by hand; 4 chunks of 256, 3 of 64, 2
@@ -153,12 +155,33 @@ impl Store {
 
     /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB. Reads are rare
     /// (a ticket not in the write-behind buffer, a detail page), so a small cache is enough.
+    ///
+    /// Another holder of the store's lock (a process still exiting while its successor starts,
+    /// as a supervisor's fast restart does; sled's own threads finishing a write after the
+    /// store was dropped) is waited for, up to [`LOCK_WAIT`], instead of failing at once.
     pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_mb * 1024 * 1024)
-            .flush_every_ms(Some(200))
-            .open()?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut said = false;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_mb * 1024 * 1024)
+                .flush_every_ms(Some(200))
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    if !said {
+                        tracing::info!(dir = %dir.display(), "the store is locked by another holder; waiting for it");
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let store = Self { db };
         match store.db.get(FORMAT)? {
             None => {
@@ -379,6 +402,36 @@ mod tests {
             status: Status::Ready,
             history: vec![],
         }
+    }
+
+    /// A store whose lock is held is opened once the holder lets go (within [`LOCK_WAIT`]),
+    /// not refused at once.
+    #[test]
+    fn a_locked_store_is_opened_once_its_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        first.write(&[ticket("a", 1)], [], 1).unwrap();
+        first.flush().unwrap();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        let second = std::thread::spawn(move || {
+            let s = Store::open(&path);
+            opened_tx.send(()).unwrap();
+            s
+        });
+        // While the first holds the lock, the second waits rather than failing.
+        assert!(
+            opened_rx
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "opened while the lock was held"
+        );
+        drop(first);
+        let second = second
+            .join()
+            .unwrap()
+            .expect("opened once the lock was released");
+        assert_eq!(second.applied_seq().unwrap(), 1);
     }
 
     /// A store written by another format version is refused with both versions named, and
