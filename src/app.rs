@@ -123,5 +123,6 @@ fn flush_policy(s: &StoreSettings) -> FlushPolicy {
         max_events: s.flush_events.max(1),
         max_interval: std::time::Duration::from_millis(s.flush_interval_ms),
         cache_mb: s.cache_mb.max(1),
+        lock_wait: std::time::Duration::from_millis(s.lock_wait_ms),
     }
 }

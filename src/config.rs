@@ -58,6 +58,13 @@ pub struct StoreSettings {
     pub flush_interval_ms: u64,
     /// sled's page cache, MiB.
     pub cache_mb: u64,
+    /// How long a start waits for the store's lock, ms (another process still exiting).
+    #[serde(default = "default_lock_wait_ms")]
+    pub lock_wait_ms: u64,
+}
+
+fn default_lock_wait_ms() -> u64 {
+    5_000
 }
 
 /// When to run a `nats-server` child process.

@@ -17,7 +17,9 @@ pub(crate) mod writer;
 
 pub use generations::Ledger;
 pub use projection::{FlushPolicy, Projection};
-pub use records::{DEFAULT_CACHE_MB, Store, encode_ticket, ticket_json, ticket_key_parts};
+pub use records::{
+    DEFAULT_CACHE_MB, DEFAULT_LOCK_WAIT, Store, encode_ticket, ticket_json, ticket_key_parts,
+};
 pub use writer::WriteStats;
 
 /// A failure of the durable store.
@@ -26,6 +28,17 @@ pub enum StoreError {
     /// sled itself failed (I/O, corruption it detected, lock held by another process...).
     #[error("sled: {0}")]
     Sled(sled::Error),
+    /// Another process holds the store's lock, and did not let go within the lock wait.
+    #[error(
+        "the store at {} is locked by another process (waited {waited:?}): stop the other daemon using it, or point store.path elsewhere",
+        dir.display()
+    )]
+    Locked {
+        /// The store's directory.
+        dir: std::path::PathBuf,
+        /// How long the start waited.
+        waited: std::time::Duration,
+    },
     /// A file or directory of the store beside sled's own could not be read or written.
     #[error("store I/O: {0}")]
     Io(std::io::Error),

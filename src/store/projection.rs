@@ -34,6 +34,8 @@ pub struct FlushPolicy {
     pub max_interval: Duration,
     /// sled's page cache, MiB.
     pub cache_mb: u64,
+    /// How long opening waits for sled's lock (another process still exiting).
+    pub lock_wait: Duration,
 }
 
 impl Default for FlushPolicy {
@@ -42,6 +44,7 @@ impl Default for FlushPolicy {
             max_events: 50_000,
             max_interval: Duration::from_secs(1),
             cache_mb: super::DEFAULT_CACHE_MB,
+            lock_wait: super::DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Drop for RetireOnDrop {
 impl Projection {
     /// Opens the store, rebuilds the query view from its records, and starts the writer thread.
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
-        let store = Store::open_with_cache(dir, policy.cache_mb)?;
+        let store = Store::open_with_cache(dir, policy.cache_mb, policy.lock_wait)?;
         let mut seen = Seen::default();
         let index = load_view(&store, Some(&mut seen))?;
         let projection = Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)?;
@@ -115,7 +118,7 @@ impl Projection {
         live_view: Arc<RwLock<Index>>,
     ) -> Result<Self, StoreError> {
         Self::with_view(
-            Store::open_with_cache(dir, policy.cache_mb)?,
+            Store::open_with_cache(dir, policy.cache_mb, policy.lock_wait)?,
             policy,
             live_view,
             false,
@@ -497,6 +500,7 @@ pub(super) mod tests {
             max_events: 1_000,
             max_interval: Duration::from_secs(3600),
             cache_mb: 1,
+            lock_wait: Duration::from_secs(5),
         };
         let p = Projection::open(dir.path(), policy).unwrap();
         let key = ProjectId::parse("p").unwrap();

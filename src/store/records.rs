@@ -26,8 +26,9 @@ const TICKET: u8 = b't';
 const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
-/// How long opening the store waits for its lock to be released.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long opening the store waits for its lock to be released, unless configured
+/// (`store.lock_wait_ms`).
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
 /// 6: records in postcard (5 was the same layout written by hand; 4 chunks of 256, 3 of 64, 2
@@ -150,7 +151,7 @@ fn decode_dead_letter(key: &[u8], v: &[u8]) -> Result<DeadLetter, StoreError> {
 impl Store {
     /// Opens (or creates) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_MB)
+        Self::open_with_cache(dir, DEFAULT_CACHE_MB, DEFAULT_LOCK_WAIT)
     }
 
     /// Opens (or creates) the store in `dir` with a page cache of `cache_mb` MiB. Reads are rare
@@ -158,9 +159,14 @@ impl Store {
     ///
     /// Another holder of the store's lock (a process still exiting while its successor starts,
     /// as a supervisor's fast restart does; sled's own threads finishing a write after the
-    /// store was dropped) is waited for, up to [`LOCK_WAIT`], instead of failing at once.
-    pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+    /// store was dropped) is waited for, up to `lock_wait`, instead of failing at once; then
+    /// [`StoreError::Locked`].
+    pub fn open_with_cache(
+        dir: &Path,
+        cache_mb: u64,
+        lock_wait: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + lock_wait;
         let mut said = false;
         let db = loop {
             let opened = sled::Config::new()
@@ -169,10 +175,13 @@ impl Store {
                 .flush_every_ms(Some(200))
                 .open();
             match opened {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            dir: dir.to_owned(),
+                            waited: lock_wait,
+                        });
+                    }
                     if !said {
                         tracing::info!(dir = %dir.display(), "the store is locked by another holder; waiting for it");
                         said = true;
@@ -404,8 +413,8 @@ mod tests {
         }
     }
 
-    /// A store whose lock is held is opened once the holder lets go (within [`LOCK_WAIT`]),
-    /// not refused at once.
+    /// A store whose lock is held is opened once the holder lets go (within the lock wait), not
+    /// refused at once; held past it, the error says so.
     #[test]
     fn a_locked_store_is_opened_once_its_holder_lets_go() {
         let dir = tempfile::tempdir().unwrap();
