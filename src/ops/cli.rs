@@ -406,41 +406,50 @@ fn outgoing_from_line(
     })
 }
 
+/// The `Outgoing` of a line of `--file`, or why the line cannot be published.
+fn line_to_outgoing(line: &str, prefix: &str, args: &EmitArgs) -> Result<Outgoing, String> {
+    let o = outgoing_from_line(line, prefix, args.subject.as_deref())?;
+    if !args.binary {
+        return Ok(o);
+    }
+    // Binary mode is made from the event the line decodes to.
+    let e = events::decode(&o.subject, &o.payload, prefix, usize::MAX)
+        .map_err(|e| format!("--binary needs a valid event: {e}"))?;
+    Ok(Outgoing::of(&e, prefix, true))
+}
+
+/// The lines of `reader` as `Outgoing`s, one at a time (blank lines skipped, errors naming
+/// their line), so that a file of any size is published in constant memory.
+fn outgoing_lines<'a>(
+    reader: impl BufRead + 'a,
+    prefix: &'a str,
+    args: &'a EmitArgs,
+) -> impl Iterator<Item = anyhow::Result<Outgoing>> + 'a {
+    reader
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+        .map(move |(n, line)| {
+            let line = line.with_context(|| format!("reading line {}", n + 1))?;
+            line_to_outgoing(&line, prefix, args)
+                .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))
+        })
+}
+
 async fn emit(settings: Settings, args: EmitArgs) -> anyhow::Result<()> {
     let prefix = settings.nats.subject_prefix.clone();
-    let mut out = Vec::new();
-    if let Some(file) = &args.file {
-        let reader: Box<dyn BufRead> = if file.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-            ))
-        };
-        for (n, line) in reader.lines().enumerate() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let o = outgoing_from_line(&line, &prefix, args.subject.as_deref())
-                .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
-            if args.binary {
-                // Binary mode is made from the event the line decodes to.
-                let e =
-                    events::decode(&o.subject, &o.payload, &prefix, usize::MAX).map_err(|e| {
-                        anyhow::anyhow!("line {}: --binary needs a valid event: {e}", n + 1)
-                    })?;
-                out.push(Outgoing::of(&e, &prefix, true));
-            } else {
-                out.push(o);
-            }
+    let open = |file: &std::path::Path| -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+        Ok(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    // A file is read twice, each time one line at a time: once to check every line (nothing
+    // is published if one is bad), then to publish. Standard input can be read once only: it
+    // is published as it comes, and a bad line stops it there.
+    if let Some(file) = args.file.as_deref().filter(|f| f.as_os_str() != "-") {
+        for checked in outgoing_lines(open(file)?, &prefix, &args) {
+            checked?;
         }
-    } else {
-        out.push(Outgoing::of(
-            &event_from_flags(&args)?,
-            &prefix,
-            args.binary,
-        ));
     }
     let client = crate::nats::client_options(&settings.nats)
         .await?
@@ -454,17 +463,41 @@ async fn emit(settings: Settings, args: EmitArgs) -> anyhow::Result<()> {
         })?;
     let js = jetstream::new(client);
     ensure_stream(&js, &settings.nats).await?;
-    let last = publish_all(&js, out).await?;
+    let last = match args.file.as_deref() {
+        Some(f) if f.as_os_str() == "-" => {
+            publish_all(&js, outgoing_lines(std::io::stdin().lock(), &prefix, &args)).await?
+        }
+        Some(f) => publish_all(&js, outgoing_lines(open(f)?, &prefix, &args)).await?,
+        None => {
+            let one = Outgoing::of(&event_from_flags(&args)?, &prefix, args.binary);
+            publish_all(&js, std::iter::once(Ok(one))).await?
+        }
+    };
     println!("published through stream sequence {last}");
     Ok(())
 }
 
-async fn publish_all(js: &jetstream::Context, out: Vec<Outgoing>) -> anyhow::Result<u64> {
+/// Publishes each `Outgoing` as it comes, with up to a window of acks outstanding; returns the
+/// last stream sequence. An error (a bad line of standard input) stops it there, after waiting
+/// for the acks of what was published.
+async fn publish_all(
+    js: &jetstream::Context,
+    out: impl Iterator<Item = anyhow::Result<Outgoing>>,
+) -> anyhow::Result<u64> {
     const WINDOW: usize = 1000;
     let mut pending = VecDeque::new();
     let mut last = 0;
-    let total = out.len();
+    let mut total = 0u64;
+    let mut stopped = None;
     for o in out {
+        let o = match o {
+            Ok(o) => o,
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        };
+        total += 1;
         let mut headers = HeaderMap::new();
         if let Some(id) = &o.msg_id {
             headers.insert("Nats-Msg-Id", id.as_str());
@@ -484,6 +517,11 @@ async fn publish_all(js: &jetstream::Context, out: Vec<Outgoing>) -> anyhow::Res
     for p in pending {
         let ack = p.await?;
         last = last.max(ack.sequence);
+    }
+    if let Some(e) = stopped {
+        return Err(e.context(format!(
+            "stopped after publishing {total} event(s), through stream sequence {last}"
+        )));
     }
     if total == 0 {
         bail!("nothing to publish");

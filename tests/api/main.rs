@@ -620,3 +620,93 @@ async fn the_list_and_status_commands_show_what_the_api_answers() {
     assert!(status.contains(&format!("sequence {last}")), "{status}");
     assert!(status.contains("(lag 0 events, 0.0 s)"), "{status}");
 }
+
+/// `emit --file` publishes a file of any size in constant memory (its peak RSS stays below the
+/// file's size, which it once held whole), and a bad line anywhere in a file publishes nothing.
+#[tokio::test]
+async fn emit_streams_a_file_and_refuses_a_bad_one_whole() {
+    let (nats, dir, app, js) = start_env().await;
+    ensure_stream(&js).await;
+    let file = dir.path().join("events.jsonl");
+    let n = 120_000u64;
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for i in 1..=n {
+            let name = format!("nightly patch {i:06} {}", "x".repeat(150));
+            let e = created(
+                "proj-a",
+                i,
+                1_700_000_000_000,
+                &name,
+                "alice",
+                &format!("u{i}"),
+                "r",
+            );
+            w.write_all(&e.to_bytes()).unwrap();
+            w.write_all(b"\n").unwrap();
+        }
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    let url = nats.url();
+    let emit = move |path: std::path::PathBuf| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+            .arg("emit")
+            .arg("--file")
+            .arg(path)
+            .env("TICKET_LEDGER_NATS__URL", &url)
+            .env("TICKET_LEDGER_LOG__LEVEL", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // wait4, for this child's own peak RSS (KiB on Linux).
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for our own child, with pointers to live locals.
+        let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(r, child.id() as i32);
+        (
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            usage.ru_maxrss as u64 * 1024,
+        )
+    };
+    let (ok, rss) = tokio::task::spawn_blocking({
+        let (emit, file) = (emit.clone(), file.clone());
+        move || emit(file)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "emit failed");
+    eprintln!("emit: peak RSS {rss} bytes for a {size}-byte file");
+    assert!(rss < size, "peak RSS {rss} bytes for a {size}-byte file");
+    app.wait_applied(n).await;
+    assert_eq!(app.list("?limit=1").await["data"]["total"], n);
+    // A bad line after good ones: nothing of the file is published.
+    let bad = dir.path().join("bad.jsonl");
+    let good = created("proj-a", n + 1, 1_700_000_000_000, "n", "c", "u-new", "r");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\nnot json at all\n",
+            String::from_utf8(good.to_bytes()).unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, _) = tokio::task::spawn_blocking(move || emit(bad))
+        .await
+        .unwrap();
+    assert!(!ok, "a file with a bad line is refused");
+    let last = js
+        .get_stream("COC_JOB_EVENTS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    assert_eq!(last, n, "nothing of the bad file was published");
+    app.stop().await;
+}
