@@ -649,6 +649,8 @@ async fn emit_streams_a_file_and_refuses_a_bad_one_whole() {
     }
     let size = std::fs::metadata(&file).unwrap().len();
     let url = nats.url();
+    // The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let emit = move |path: std::path::PathBuf| {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
             .arg("emit")
