@@ -48,6 +48,18 @@ pub struct Metrics {
     last_writes: std::sync::Mutex<(usize, WriteStats)>,
 }
 
+/// `metric`, registered: every name is valid and unique by construction, so a failure is a bug.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("a unique metric name");
+    metric
+}
+
 fn seconds_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets")
 }
@@ -56,89 +68,61 @@ impl Metrics {
     /// A fresh registry with every metric, and the process' own (CPU, memory, open files).
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid counter");
-            registry.register(Box::new(c.clone())).expect("unique");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid gauge");
-            registry.register(Box::new(g.clone())).expect("unique");
-            g
-        };
+        let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid histogram");
-            registry.register(Box::new(h.clone())).expect("unique");
-            h
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            registered(&registry, Histogram::with_opts(opts))
         };
-        let dead_letters = IntCounterVec::new(
-            Opts::new(
-                "ticket_ledger_dead_letters_total",
-                "Events refused and kept as dead letters, by reason code.",
-            ),
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let dead_letters = counter_vec(
+            "ticket_ledger_dead_letters_total",
+            "Events refused and kept as dead letters, by reason code.",
             &["reason"],
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(dead_letters.clone()))
-            .expect("unique");
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "ticket_ledger_http_requests_total",
-                "HTTP requests answered, by declared route and status code.",
-            ),
+        );
+        let http_requests = counter_vec(
+            "ticket_ledger_http_requests_total",
+            "HTTP requests answered, by declared route and status code.",
             &["route", "status"],
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(http_requests.clone()))
-            .expect("unique");
-        let http_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ticket_ledger_http_request_duration_seconds",
-                "Time to answer an HTTP request, by declared route.",
-            )
-            .buckets(seconds_buckets()),
-            &["route"],
-        )
-        .expect("valid histogram");
-        registry
-            .register(Box::new(http_seconds.clone()))
-            .expect("unique");
-        let lag_seconds = Gauge::new(
-            "ticket_ledger_lag_seconds",
-            "Age of the oldest event in the stream not yet applied; 0 when caught up.",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(lag_seconds.clone()))
-            .expect("unique");
-        let consumer_restarts = IntCounterVec::new(
-            Opts::new(
-                "ticket_ledger_consumer_restarts_total",
-                "Times the reader started its consumer again, by reason.",
-            ),
+        );
+        let consumer_restarts = counter_vec(
+            "ticket_ledger_consumer_restarts_total",
+            "Times the reader started its consumer again, by reason.",
             &["reason"],
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(consumer_restarts.clone()))
-            .expect("unique");
-        let store_write_seconds = prometheus::Counter::new(
-            "ticket_ledger_store_write_seconds_total",
-            "Seconds spent writing batches to sled.",
-        )
-        .expect("valid counter");
-        registry
-            .register(Box::new(store_write_seconds.clone()))
-            .expect("unique");
+        );
+        let http_seconds = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ticket_ledger_http_request_duration_seconds",
+                    "Time to answer an HTTP request, by declared route.",
+                )
+                .buckets(seconds_buckets()),
+                &["route"],
+            ),
+        );
+        let lag_seconds = registered(
+            &registry,
+            Gauge::new(
+                "ticket_ledger_lag_seconds",
+                "Age of the oldest event in the stream not yet applied; 0 when caught up.",
+            ),
+        );
+        let store_write_seconds = registered(
+            &registry,
+            prometheus::Counter::new(
+                "ticket_ledger_store_write_seconds_total",
+                "Seconds spent writing batches to sled.",
+            ),
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
-            .expect("unique");
+            .expect("a unique metric name");
         Metrics {
             events_read: counter(
                 "ticket_ledger_events_read_total",

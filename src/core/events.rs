@@ -268,12 +268,7 @@ pub fn decode_binary(
     subject_prefix: &str,
     max_bytes: usize,
 ) -> Result<Event, DecodeError> {
-    if payload.len() > max_bytes {
-        return Err(DecodeError::Oversized {
-            size: payload.len(),
-            max: max_bytes,
-        });
-    }
+    within(payload, max_bytes)?;
     binary::decode(subject, headers, payload, subject_prefix)
 }
 
@@ -288,6 +283,17 @@ pub fn decode_with_serde_only(
     decode_with(subject, payload, subject_prefix, max_bytes, false)
 }
 
+/// Refuses a payload larger than `max_bytes` before any parsing, in either mode.
+fn within(payload: &[u8], max_bytes: usize) -> Result<(), DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            max: max_bytes,
+        });
+    }
+    Ok(())
+}
+
 fn decode_with(
     subject: &str,
     payload: &[u8],
@@ -295,12 +301,7 @@ fn decode_with(
     max_bytes: usize,
     scanner: bool,
 ) -> Result<Event, DecodeError> {
-    if payload.len() > max_bytes {
-        return Err(DecodeError::Oversized {
-            size: payload.len(),
-            max: max_bytes,
-        });
-    }
+    within(payload, max_bytes)?;
     let scanned = if scanner { scan::fields(payload) } else { None };
     match scanned {
         Some(f) => validate(subject, subject_prefix, (f.attrs, Ok(f.data))),

@@ -37,7 +37,7 @@ pub(crate) async fn metrics(
     let m = &state.metrics;
     let p = state.ledger.current();
     let applied = p.applied_seq();
-    let connected = state.broker.connected() && state.admin.broker_connected();
+    let connected = state.nats_connected();
     // The stream's end and the age of its first unapplied event, asked now (not as ingest last
     // saw it): the lag must rise while ingest cannot fold.
     let asked = match connected {

@@ -55,6 +55,14 @@ pub struct AppState {
     pub metrics_open: bool,
 }
 
+impl AppState {
+    /// Whether the broker is reachable now: the client's connection is up and the ingest loop
+    /// has its consumer.
+    pub fn nats_connected(&self) -> bool {
+        self.broker.connected() && self.admin.broker_connected()
+    }
+}
+
 /// What a handler needs of the request line and headers: to authenticate (a signature covers
 /// the method, path, query and headers) and to answer in the caller's language.
 pub struct Caller {
@@ -230,7 +238,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let applied = p.applied_seq();
     let last = state.broker.stream_last_seq();
     let lag = last.saturating_sub(applied);
-    let connected = state.broker.connected() && state.admin.broker_connected();
+    let connected = state.nats_connected();
     let ready = connected && lag <= state.ready_max_lag && p.view_kept();
     let body = json!({
         "ready": ready,

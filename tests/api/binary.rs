@@ -4,9 +4,8 @@
 
 use async_nats::HeaderMap;
 use ticket_ledger::core::events::{Event, Kind};
-use ticket_ledger::store::encode_ticket;
 
-use crate::crash::reference_fold;
+use crate::crash::{encoded_records, reference_fold, stored_records};
 use crate::helpers::*;
 
 fn history() -> Vec<Event> {
@@ -73,17 +72,8 @@ async fn binary_mode_events_fold_exactly_like_structured_ones() {
         .iter()
         .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))
         .collect();
-    let want: Vec<Vec<u8>> = reference_fold(structured)
-        .tickets
-        .values()
-        .map(encode_ticket)
-        .collect();
-    let got: Vec<Vec<u8>> = app
-        .projection()
-        .store()
-        .raw_tickets()
-        .map(|r| r.unwrap().1)
-        .collect();
+    let want = encoded_records(&reference_fold(structured));
+    let got = stored_records(app.projection().store());
     assert_eq!(got.len(), 3);
     assert!(
         got == want,

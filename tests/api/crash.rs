@@ -215,8 +215,8 @@ async fn sigkill_during_ingest_loses_nothing_and_applies_nothing_twice() {
     let live = ledger.current();
     let stored = live.store();
     assert_eq!(stored.applied_seq().unwrap(), n);
-    let got: Vec<Vec<u8>> = stored.raw_tickets().map(|r| r.unwrap().1).collect();
-    let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();
+    let got = stored_records(stored);
+    let want = encoded_records(&reference);
     assert_eq!(got.len(), 15_000);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -255,6 +255,16 @@ pub fn reference_fold(messages: Vec<(String, Vec<u8>, Option<String>)>) -> Memor
     let mut reference = MemoryProjection::default();
     reference.fold(&raw, &rules);
     reference
+}
+
+/// Every stored record, in key order, as bytes.
+pub fn stored_records(store: &ticket_ledger::store::Store) -> Vec<Vec<u8>> {
+    store.raw_tickets().map(|r| r.unwrap().1).collect()
+}
+
+/// The records the reference fold holds, encoded as the store encodes them, in key order.
+pub fn encoded_records(reference: &MemoryProjection) -> Vec<Vec<u8>> {
+    reference.tickets.values().map(encode_ticket).collect()
 }
 
 /// Stops the broker in the middle of an ingest: the API keeps answering from the projection,
@@ -316,14 +326,8 @@ async fn a_broker_restart_during_ingest_is_survived() {
     nats.start_again();
     app.wait_applied(n).await;
     app.ledger.persist().unwrap();
-    let reference = reference_fold(messages);
-    let got: Vec<Vec<u8>> = app
-        .projection()
-        .store()
-        .raw_tickets()
-        .map(|r| r.unwrap().1)
-        .collect();
-    let want: Vec<Vec<u8>> = reference.tickets.values().map(encode_ticket).collect();
+    let got = stored_records(app.projection().store());
+    let want = encoded_records(&reference_fold(messages));
     assert!(got == want, "records differ from the uninterrupted fold");
     app.stop().await;
 }

@@ -46,8 +46,20 @@ fn start(dir: TempDir, args: Vec<std::ffi::OsString>) -> Server {
     }
 }
 
-/// Publishes a ticket on `js` and checks that the daemon built from `settings` lists it.
-async fn publish_and_list(js: &jetstream::Context, settings: ticket_ledger::config::Settings) {
+/// Publishes a ticket through `client` and checks that a daemon on `url`, its NATS settings
+/// changed by `secure`, lists it.
+async fn publish_and_list(
+    client: async_nats::Client,
+    url: &str,
+    secure: impl FnOnce(&mut ticket_ledger::config::NatsSettings),
+) {
+    // The generous ack timeout of the other tests' contexts: the suite shares two cores.
+    let js = &jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(client);
+    let store = tempfile::tempdir().unwrap();
+    let mut settings = settings(url, store.path());
+    secure(&mut settings.nats);
     let app = TestApp::spawn_with(settings).await;
     let last = publish(
         js,
@@ -104,11 +116,7 @@ async fn a_server_that_requires_tls() {
         .connect(url.as_str())
         .await
         .unwrap();
-    let js = jetstream::new(client);
-    let store = tempfile::tempdir().unwrap();
-    let mut s = settings(&url, store.path());
-    s.nats.tls_ca_file = Some(ca_file);
-    publish_and_list(&js, s).await;
+    publish_and_list(client, &url, |n| n.tls_ca_file = Some(ca_file)).await;
 }
 
 #[tokio::test]
@@ -136,11 +144,7 @@ async fn a_server_that_requires_an_nkey() {
         .connect(url.as_str())
         .await
         .unwrap();
-    let js = jetstream::new(client);
-    let store = tempfile::tempdir().unwrap();
-    let mut s = settings(&url, store.path());
-    s.nats.nkey_seed_file = Some(seed_file);
-    publish_and_list(&js, s).await;
+    publish_and_list(client, &url, |n| n.nkey_seed_file = Some(seed_file)).await;
 }
 
 /// `nats.url` as a list of servers whose first is down: the client library and the reader's
@@ -148,12 +152,16 @@ async fn a_server_that_requires_an_nkey() {
 #[tokio::test]
 async fn a_server_list_whose_first_server_is_down() {
     let nats = NatsServer::start();
-    let js = nats.jetstream().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("nats://{}", closed.local_addr().unwrap());
     drop(closed);
-    let store = tempfile::tempdir().unwrap();
-    let s = settings(&format!("{dead},{}", nats.url()), store.path());
-    assert!(s.nats.own_reader && !s.nats.secured());
-    publish_and_list(&js, s).await;
+    let list = format!("{dead},{}", nats.url());
+    publish_and_list(client, &list, |n| {
+        assert!(
+            n.own_reader && !n.secured(),
+            "the own reader is the one tried"
+        );
+    })
+    .await;
 }
