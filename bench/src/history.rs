@@ -48,6 +48,7 @@ fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
         project: project.clone(),
         order_id,
         created: None,
+        detail: Default::default(),
     };
     let mut created = ev(Kind::Created, t0, 0);
     created.created = Some(CreatedData {
@@ -56,6 +57,7 @@ fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
         creator: format!("creator-{}", rng.below(200)),
         region_ids: "cn-north-4".into(),
         job_type: "SCRIPT".into(),
+        plan: None,
     });
     let run = 1_000 + rng.below(600_000) as i64;
     let mut out = vec![created, ev(Kind::Started, t0 + 50, 1)];

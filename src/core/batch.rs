@@ -81,6 +81,32 @@ pub struct Commit {
     pub events: u64,
     /// Events skipped as duplicates of one already applied to their ticket.
     pub duplicates: u64,
+    /// The parts of plans the batch changed (see [`PlanPart`]), for the store to rewrite.
+    pub plan_parts: Vec<(TicketKey, PlanPart)>,
+}
+
+/// A part of a ticket's plan, as the store keeps it: the whole plan, or one batch's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PlanPart {
+    /// The head (the script) and every batch: written when the plan is made, or when the
+    /// ticket's end closes its running instances.
+    Whole,
+    /// One batch, by its index: an instance event named one of its instances.
+    Batch(u32),
+}
+
+/// Which part of its ticket's plan an event may change, judged before it is folded (so it may
+/// name a part that did not change: rewriting it is harmless).
+fn plan_part(event: &events::Event) -> Option<PlanPart> {
+    use events::Kind;
+    match (&event.detail, event.kind) {
+        (events::Detail::Instance(i), _) => Some(PlanPart::Batch(i.batch_index)),
+        (_, Kind::Created) if event.created.as_ref().is_some_and(|c| c.plan.is_some()) => {
+            Some(PlanPart::Whole)
+        }
+        (_, Kind::Finished | Kind::Cancelled) => Some(PlanPart::Whole),
+        _ => None,
+    }
 }
 
 /// What a fold did, for the log and the metrics.
@@ -172,6 +198,7 @@ pub fn fold_decoded<E>(
     let mut last = applied_seq;
     let mut redriven = Vec::new();
     let (mut events, mut duplicates) = (0, 0);
+    let mut plan_parts = Vec::new();
     for d in messages.into_iter().filter(|d| d.raw.seq > applied_seq) {
         let m = &d.raw;
         last = last.max(m.seq);
@@ -195,14 +222,16 @@ pub fn fold_decoded<E>(
                 v.insert(found)
             }
         };
-        if let Some(r) = fold::apply_in_place(slot, event, m.seq) {
-            dead_letters.push(dead_letter(m, r.code(), r.to_string()));
-        } else if slot
-            .as_ref()
-            .and_then(|t| t.history.last())
-            .is_some_and(|h| h.seq == m.seq && h.outcome == fold::Outcome::Duplicate)
+        let part = plan_part(&event);
+        match fold::apply_in_place(slot, event, m.seq) {
+            fold::Effect::Rejected(r) => dead_letters.push(dead_letter(m, r.code(), r.to_string())),
+            fold::Effect::Duplicate => duplicates += 1,
+            fold::Effect::Applied => {}
+        }
+        if let Some(part) = part
+            && let Some(t) = slot.as_ref().filter(|t| t.plan.is_some())
         {
-            duplicates += 1;
+            plan_parts.push(((t.project.clone(), t.order_id), part));
         }
     }
     let tickets = order
@@ -216,6 +245,7 @@ pub fn fold_decoded<E>(
         applied_seq: last,
         events,
         duplicates,
+        plan_parts,
     })
 }
 
@@ -291,7 +321,9 @@ mod tests {
                 creator: "c".into(),
                 region_ids: "r".into(),
                 job_type: "SCRIPT".into(),
+                plan: None,
             }),
+            detail: Default::default(),
         };
         RawMessage {
             seq,

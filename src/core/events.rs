@@ -12,9 +12,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::core::domain::ProjectId;
+use crate::core::job::{Operation, Plan};
 
 mod binary;
 mod scan;
+mod v11;
 
 pub use binary::is_binary;
 
@@ -32,7 +34,7 @@ pub const MAX_TEXT_BYTES: usize = 1024;
 
 /// What happened to a ticket. The kind is the last token of both the subject and the `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// The ticket exists: READY.
     Created,
@@ -48,6 +50,18 @@ pub enum Kind {
     Finished,
     /// It was cancelled.
     Cancelled,
+    /// v1.1: a batch began (`current_execute_batch_index`).
+    BatchStarted,
+    /// v1.1: an instance began running.
+    InstanceStarted,
+    /// v1.1: an instance completed.
+    InstanceFinished,
+    /// v1.1: an instance failed.
+    InstanceAbnormal,
+    /// v1.1: an instance was cancelled.
+    InstanceCancelled,
+    /// v1.1: an operator asked the executor for an operation (published by the ledger).
+    OperationRequested,
 }
 
 impl std::fmt::Display for Kind {
@@ -58,7 +72,7 @@ impl std::fmt::Display for Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Created,
         Kind::Started,
         Kind::Paused,
@@ -66,6 +80,12 @@ impl Kind {
         Kind::Abnormal,
         Kind::Finished,
         Kind::Cancelled,
+        Kind::BatchStarted,
+        Kind::InstanceStarted,
+        Kind::InstanceFinished,
+        Kind::InstanceAbnormal,
+        Kind::InstanceCancelled,
+        Kind::OperationRequested,
     ];
 
     /// The kind's token in subjects and types.
@@ -78,12 +98,29 @@ impl Kind {
             Kind::Abnormal => "abnormal",
             Kind::Finished => "finished",
             Kind::Cancelled => "cancelled",
+            Kind::BatchStarted => "batch_started",
+            Kind::InstanceStarted => "instance_started",
+            Kind::InstanceFinished => "instance_finished",
+            Kind::InstanceAbnormal => "instance_abnormal",
+            Kind::InstanceCancelled => "instance_cancelled",
+            Kind::OperationRequested => "operation_requested",
         }
     }
 
     /// Parses a subject or type token.
     pub fn parse(raw: &str) -> Option<Kind> {
         Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// Whether the kind is about one instance of a ticket.
+    pub fn is_instance(self) -> bool {
+        matches!(
+            self,
+            Kind::InstanceStarted
+                | Kind::InstanceFinished
+                | Kind::InstanceAbnormal
+                | Kind::InstanceCancelled
+        )
     }
 }
 
@@ -100,6 +137,61 @@ pub struct CreatedData {
     pub region_ids: String,
     /// Job type (condition key `coc:JobType`); `SCRIPT` unless the event says otherwise.
     pub job_type: String,
+    /// v1.1: the script, its parameters and its batches of hosts, when the event carries any.
+    pub plan: Option<Box<Plan>>,
+}
+
+/// What an event says beyond the ticket it names (contract v1.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Nothing: v1 kinds.
+    #[default]
+    None,
+    /// `batch_started`.
+    Batch {
+        /// The batch that began.
+        batch_index: u32,
+    },
+    /// `instance_*`.
+    Instance(InstanceEvent),
+    /// `operation_requested`.
+    Operation(Box<OperationRequest>),
+}
+
+/// What an instance event names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceEvent {
+    /// The instance's batch.
+    pub batch_index: u32,
+    /// The instance.
+    pub instance_id: u64,
+    /// Its output or error, cut to [`crate::core::job::MAX_MESSAGE_BYTES`].
+    pub message: Option<String>,
+}
+
+/// What `operation_requested` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRequest {
+    /// The ticket's `execute_uuid`.
+    pub execute_uuid: String,
+    /// What was asked.
+    pub operation: Operation,
+    /// The principal who asked.
+    pub requested_by: String,
+}
+
+impl OperationRequest {
+    /// One line for the ticket's history.
+    pub fn note(&self) -> String {
+        let mut s = self.operation.operation_type.as_str().to_owned();
+        if let Some(b) = self.operation.batch_index {
+            s.push_str(&format!(" batch {b}"));
+        }
+        if let Some(i) = self.operation.instance_id {
+            s.push_str(&format!(" instance {i}"));
+        }
+        format!("{s}, requested by {}", self.requested_by)
+    }
 }
 
 /// A valid event: what [`decode`] returns and what `emit` encodes. Whether it may be applied is
@@ -121,6 +213,8 @@ pub struct Event {
     pub order_id: u64,
     /// Present exactly when `kind` is [`Kind::Created`].
     pub created: Option<CreatedData>,
+    /// What v1.1 kinds add; [`Detail::None`] for v1 kinds.
+    pub detail: Detail,
 }
 
 /// Why bytes on the stream are not a valid event. Each variant has a stable [`code`](Self::code)
@@ -224,6 +318,23 @@ struct RawData<'a> {
     region_ids: Option<Cow<'a, str>>,
     #[serde(borrow)]
     job_type: Option<Cow<'a, str>>,
+    batch_index: Option<u64>,
+    instance_id: Option<u64>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    script_uuid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    script_name: Option<Cow<'a, str>>,
+    script_version_uuid: Option<i64>,
+    #[serde(borrow)]
+    script_version_name: Option<Cow<'a, str>>,
+    execute_param: Option<v11::ExecuteParamIn>,
+    execute_batches: Option<Vec<v11::BatchIn>>,
+    #[serde(borrow)]
+    operation_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    requested_by: Option<Cow<'a, str>>,
 }
 
 impl RawData<'_> {
@@ -237,6 +348,19 @@ impl RawData<'_> {
             creator: self.creator.as_deref(),
             region_ids: self.region_ids.as_deref(),
             job_type: self.job_type.as_deref(),
+            batch_index: self.batch_index,
+            instance_id: self.instance_id,
+            message: self.message.as_deref(),
+            extra: v11::Extra {
+                script_uuid: self.script_uuid.as_deref(),
+                script_name: self.script_name.as_deref(),
+                script_version_uuid: self.script_version_uuid,
+                script_version_name: self.script_version_name.as_deref(),
+                execute_param: self.execute_param.as_ref(),
+                execute_batches: self.execute_batches.as_deref(),
+                operation_type: self.operation_type.as_deref(),
+                requested_by: self.requested_by.as_deref(),
+            },
         }
     }
 }
@@ -376,10 +500,12 @@ fn validate(
                 Some(t) => required_text("job_type", Some(t))?,
                 None => DEFAULT_JOB_TYPE.to_owned(),
             },
+            plan: v11::plan(&data.extra)?,
         })
     } else {
         None
     };
+    let detail = v11::detail(kind, &data)?;
     Ok(Event {
         id: env.id.to_owned(),
         source: env.source.to_owned(),
@@ -388,6 +514,7 @@ fn validate(
         project,
         order_id: data.order_id,
         created,
+        detail,
     })
 }
 
@@ -534,7 +661,11 @@ impl Event {
             data["creator"] = json!(c.creator);
             data["region_ids"] = json!(c.region_ids);
             data["job_type"] = json!(c.job_type);
+            if let Some(p) = &c.plan {
+                v11::plan_json(p, &mut data);
+            }
         }
+        v11::detail_json(&self.detail, &mut data);
         json!({
             "specversion": SPEC_VERSION,
             "id": self.id,
@@ -572,7 +703,9 @@ mod tests {
                 creator: "alice".into(),
                 region_ids: "cn-north-4".into(),
                 job_type: "SCRIPT".into(),
+                plan: None,
             }),
+            detail: Detail::None,
         }
     }
 

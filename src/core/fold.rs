@@ -18,12 +18,21 @@
 //!
 //! `finished` and `cancelled` end a ticket: they set `gmt_finished` to the event time and
 //! `execute_costs = gmt_finished - gmt_created` in milliseconds (the spec's example proves the
-//! unit). Everything else is a [`FoldRejection`].
+//! unit), and close the instances still running ([`crate::core::job`]). Everything else is a
+//! [`FoldRejection`].
+//!
+//! Contract v1.1 adds: `batch_started` (any status that is not final; sets
+//! `current_execute_batch_index`), `operation_requested` (any status: it changes nothing and is
+//! kept in the history, with what was asked, as a note), and the instance events, whose rules
+//! are in [`crate::core::job`]. An instance event is kept in its instance's own history, so that
+//! a ticket of thousands of hosts does not carry them all in its record; one that names no
+//! instance of the ticket is kept in the ticket's.
 
 use serde::{Deserialize, Serialize};
 
 use crate::core::domain::{ProjectId, Status};
-use crate::core::events::{Event, Kind};
+use crate::core::events::{Detail, Event, InstanceEvent, Kind};
+use crate::core::job::{self, InstanceStatus, Plan};
 
 /// A materialised ticket: the API's list model plus what audit needs.
 ///
@@ -53,10 +62,28 @@ pub struct Ticket {
     pub execute_costs: Option<i64>,
     /// Current status.
     pub status: Status,
+    /// The batch the last `batch_started` named.
+    #[serde(default)]
+    pub current_execute_batch_index: Option<u32>,
     /// Every event that touched this ticket, in stream order, with its outcome: the audit trail.
     /// The fields above are the ticket's state; a rejected or duplicate event never changes them,
-    /// it is only recorded here (and, if rejected, in the dead letters).
+    /// it is only recorded here (and, if rejected, in the dead letters). Instance events are in
+    /// their instance's history instead.
     pub history: Vec<HistoryEntry>,
+    /// The script, batches and instances, when `created` carried them (contract v1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<Plan>>,
+}
+
+impl Ticket {
+    /// The stream sequence of the last event that touched the ticket or one of its instances.
+    pub fn last_seq(&self) -> u64 {
+        let own = self.history.last().map_or(0, |h| h.seq);
+        let instances = self.plan.iter().flat_map(|p| p.instances());
+        instances
+            .filter_map(|(_, i)| i.history.last().map(|h| h.seq))
+            .fold(own, u64::max)
+    }
 }
 
 /// One event as seen by one ticket.
@@ -74,6 +101,9 @@ pub struct HistoryEntry {
     pub source: String,
     /// What the fold did with it.
     pub outcome: Outcome,
+    /// What an `operation_requested` asked for, and who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the fold did with an event.
@@ -126,6 +156,36 @@ pub enum FoldRejection {
         /// The ticket's creation time.
         created_ms: i64,
     },
+    /// The ticket has no batch with this index (or no plan at all).
+    #[error("the ticket has no batch {0}")]
+    UnknownBatch(u32),
+    /// The batch has no instance with this id.
+    #[error("batch {batch_index} has no instance {instance_id}")]
+    UnknownInstance {
+        /// The batch named.
+        batch_index: u32,
+        /// The instance named.
+        instance_id: u64,
+    },
+    /// Instance events stop when the ticket is over.
+    #[error("the ticket is {0}, which is final: its instances no longer change")]
+    InstanceOfClosedTicket(Status),
+    /// The instance state machine has no edge for this kind from this status.
+    #[error("{kind} is not allowed from instance status {status}")]
+    IllegalInstanceTransition {
+        /// The instance's status.
+        status: InstanceStatus,
+        /// The refused kind.
+        kind: Kind,
+    },
+    /// An instance cannot end before it started.
+    #[error("end time {end_ms} is before the instance's start {started_ms}")]
+    InstanceEndBeforeStart {
+        /// The event's time.
+        end_ms: i64,
+        /// The instance's start.
+        started_ms: i64,
+    },
 }
 
 impl FoldRejection {
@@ -137,6 +197,11 @@ impl FoldRejection {
             FoldRejection::Closed { .. } => "ticket_closed",
             FoldRejection::IllegalTransition { .. } => "illegal_transition",
             FoldRejection::EndBeforeCreated { .. } => "end_before_created",
+            FoldRejection::UnknownBatch(_) => "unknown_batch",
+            FoldRejection::UnknownInstance { .. } => "unknown_instance",
+            FoldRejection::InstanceOfClosedTicket(_) => "instance_ticket_closed",
+            FoldRejection::IllegalInstanceTransition { .. } => "illegal_instance_transition",
+            FoldRejection::InstanceEndBeforeStart { .. } => "instance_end_before_start",
         }
     }
 }
@@ -145,50 +210,73 @@ impl FoldRejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // built once per event and consumed at once: boxing buys nothing
 pub enum Folded {
-    /// The new state (history not yet appended).
+    /// The new state (history appended).
     Applied(Ticket),
-    /// The event's `id` was already applied to this ticket.
+    /// The event's `id` was already applied to this ticket (or instance).
     Duplicate,
 }
 
-/// The statuses each kind may leave, and the status it leads to. `created` is handled apart
-/// because its source is "no ticket".
-fn edge(kind: Kind) -> (&'static [Status], Status) {
+/// What one event did (see [`apply_in_place`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// It changed the ticket (or was kept as applied: `operation_requested`).
+    Applied,
+    /// Its `id` was applied before.
+    Duplicate,
+    /// Refused: it goes to the dead letters.
+    Rejected(FoldRejection),
+}
+
+/// The statuses each ticket-level kind may leave, and the status it leads to (`None`: it
+/// changes no status). `created` is handled apart because its source is "no ticket".
+fn edge(kind: Kind) -> (&'static [Status], Option<Status>) {
     use Status::*;
     match kind {
-        Kind::Created => (&[], Ready),
-        Kind::Started => (&[Ready], Processing),
-        Kind::Paused => (&[Ready, Processing], Paused),
-        Kind::Resumed => (&[Paused, Abnormal], Processing),
-        Kind::Abnormal => (&[Ready, Processing, Paused], Abnormal),
-        Kind::Finished => (&[Ready, Processing], Finished),
-        Kind::Cancelled => (&[Ready, Processing, Paused, Abnormal], Canceled),
+        Kind::Created => (&[], Some(Ready)),
+        Kind::Started => (&[Ready], Some(Processing)),
+        Kind::Paused => (&[Ready, Processing], Some(Paused)),
+        Kind::Resumed => (&[Paused, Abnormal], Some(Processing)),
+        Kind::Abnormal => (&[Ready, Processing, Paused], Some(Abnormal)),
+        Kind::Finished => (&[Ready, Processing], Some(Finished)),
+        Kind::Cancelled => (&[Ready, Processing, Paused, Abnormal], Some(Canceled)),
+        Kind::BatchStarted => (&[Ready, Processing, Paused, Abnormal], None),
+        Kind::OperationRequested => (&Status::ALL, None),
+        // Instance kinds never reach here (see `apply_instance`).
+        _ => (&[], None),
     }
 }
 
-/// Folds one event into a ticket's state. Pure.
-///
-/// Duplicate detection comes first: an event whose `id` the ticket has already applied is a
-/// redelivery or a publisher retry, never a rejection, even when replaying it would be illegal.
-pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldRejection> {
-    Ok(match decide(ticket, event)? {
-        Change::Create => Folded::Applied(created(event.clone())),
-        Change::Duplicate => Folded::Duplicate,
-        Change::Move { to, finished_at } => {
-            let mut next = ticket.expect("a move has a ticket").clone();
-            next.apply_move(to, finished_at);
-            Folded::Applied(next)
-        }
-    })
+/// The instance statuses each instance kind may leave, and the one it leads to.
+fn instance_edge(kind: Kind) -> (&'static [InstanceStatus], InstanceStatus) {
+    use InstanceStatus::*;
+    match kind {
+        Kind::InstanceStarted => (&[Ready], Processing),
+        Kind::InstanceFinished => (&[Processing], Finished),
+        Kind::InstanceAbnormal => (&[Ready, Processing], Abnormal),
+        _ => (&[Ready, Processing, Abnormal], Canceled),
+    }
 }
 
-/// What an event does to a ticket, decided without copying the ticket (see [`fold`]).
+/// Folds one event into a ticket's state. Pure; the ticket is copied (see [`apply_in_place`]
+/// for the form ingest uses).
+pub fn fold(ticket: Option<&Ticket>, event: &Event) -> Result<Folded, FoldRejection> {
+    let mut t = ticket.cloned();
+    match apply_in_place(&mut t, event.clone(), 0) {
+        Effect::Applied => Ok(Folded::Applied(
+            t.expect("an applied event leaves a ticket"),
+        )),
+        Effect::Duplicate => Ok(Folded::Duplicate),
+        Effect::Rejected(r) => Err(r),
+    }
+}
+
+/// What a ticket-level event does to a ticket, decided without copying the ticket.
 enum Change {
     /// The first `created` of a ticket: [`created`] makes it.
     Create,
     /// A legal transition; `finished_at` is set when it ends the ticket.
     Move {
-        to: Status,
+        to: Option<Status>,
         finished_at: Option<i64>,
     },
     /// Already applied.
@@ -196,11 +284,19 @@ enum Change {
 }
 
 impl Ticket {
-    fn apply_move(&mut self, to: Status, finished_at: Option<i64>) {
-        self.status = to;
+    fn apply_move(&mut self, event: &Event, to: Option<Status>, finished_at: Option<i64>) {
+        if let Some(to) = to {
+            self.status = to;
+        }
+        if let Detail::Batch { batch_index } = event.detail {
+            self.current_execute_batch_index = Some(batch_index);
+        }
         if let Some(end) = finished_at {
             self.gmt_finished = Some(end);
             self.execute_costs = Some(end - self.gmt_created);
+            if let Some(plan) = self.plan.as_mut() {
+                plan.close_running(end, event.kind.as_str());
+            }
         }
     }
 }
@@ -220,11 +316,19 @@ fn created(event: Event) -> Ticket {
         gmt_finished: None,
         execute_costs: None,
         status: Status::Ready,
+        current_execute_batch_index: None,
         history: Vec::new(),
+        plan: c.plan,
     }
 }
 
-/// The state machine's decision (the rules of [`fold`]).
+fn applied_before(history: &[HistoryEntry], id: &str) -> bool {
+    history
+        .iter()
+        .any(|h| h.outcome == Outcome::Applied && h.id == id)
+}
+
+/// The state machine's decision for a ticket-level event (the rules of [`fold`]).
 fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejection> {
     let Some(t) = ticket else {
         return match &event.created {
@@ -232,16 +336,13 @@ fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejectio
             _ => Err(FoldRejection::UnknownTicket),
         };
     };
-    if t.history
-        .iter()
-        .any(|h| h.outcome == Outcome::Applied && h.id == event.id)
-    {
+    if applied_before(&t.history, &event.id) {
         return Ok(Change::Duplicate);
     }
     if event.kind == Kind::Created {
         return Err(FoldRejection::AlreadyCreated(t.status));
     }
-    if t.status.is_terminal() {
+    if t.status.is_terminal() && event.kind != Kind::OperationRequested {
         return Err(FoldRejection::Closed {
             status: t.status,
             kind: event.kind,
@@ -254,7 +355,13 @@ fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejectio
             kind: event.kind,
         });
     }
-    if to.is_terminal() && event.time_ms < t.gmt_created {
+    if let Detail::Batch { batch_index } = event.detail
+        && t.plan.as_ref().and_then(|p| p.batch(batch_index)).is_none()
+    {
+        return Err(FoldRejection::UnknownBatch(batch_index));
+    }
+    let ends = to.is_some_and(Status::is_terminal);
+    if ends && event.time_ms < t.gmt_created {
         return Err(FoldRejection::EndBeforeCreated {
             end_ms: event.time_ms,
             created_ms: t.gmt_created,
@@ -262,7 +369,7 @@ fn decide(ticket: Option<&Ticket>, event: &Event) -> Result<Change, FoldRejectio
     }
     Ok(Change::Move {
         to,
-        finished_at: to.is_terminal().then_some(event.time_ms),
+        finished_at: ends.then_some(event.time_ms),
     })
 }
 
@@ -276,8 +383,6 @@ pub struct Step {
 }
 
 /// Folds an event and records it in the ticket's history. Pure.
-///
-/// Same rules as [`fold`], but the ticket is owned and changed in place: no copy per event.
 pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
     apply_owned(ticket, event.clone(), seq)
 }
@@ -285,52 +390,139 @@ pub fn apply(ticket: Option<Ticket>, event: &Event, seq: u64) -> Step {
 /// [`apply`], taking the event too, so that its strings move into the ticket and its history
 /// instead of being copied.
 pub fn apply_owned(mut ticket: Option<Ticket>, event: Event, seq: u64) -> Step {
-    let rejection = apply_in_place(&mut ticket, event, seq);
+    let rejection = match apply_in_place(&mut ticket, event, seq) {
+        Effect::Rejected(r) => Some(r),
+        _ => None,
+    };
     Step { ticket, rejection }
 }
 
-/// [`apply_owned`] on a ticket that stays where it is (what ingest does): the ticket is changed
-/// in place, never moved, and the rejection, if any, is returned.
-pub fn apply_in_place(
-    ticket: &mut Option<Ticket>,
-    mut event: Event,
-    seq: u64,
-) -> Option<FoldRejection> {
-    let result = decide(ticket.as_ref(), &event);
-    let (kind, time_ms) = (event.kind, event.time_ms);
-    let id = std::mem::take(&mut event.id);
-    let source = std::mem::take(&mut event.source);
-    let (outcome, rejection) = match result {
-        Ok(Change::Create) => {
-            *ticket = Some(created(event));
-            (Outcome::Applied, None)
-        }
-        Ok(Change::Move { to, finished_at }) => {
-            if let Some(t) = ticket.as_mut() {
-                t.apply_move(to, finished_at);
-            }
-            (Outcome::Applied, None)
-        }
-        Ok(Change::Duplicate) => (Outcome::Duplicate, None),
-        Err(r) => (
-            Outcome::Rejected {
+/// The history entry of an event, its strings moved out of it.
+fn entry(event: &mut Event, seq: u64, effect: &Effect) -> HistoryEntry {
+    HistoryEntry {
+        seq,
+        id: std::mem::take(&mut event.id),
+        kind: event.kind,
+        time_ms: event.time_ms,
+        source: std::mem::take(&mut event.source),
+        outcome: match effect {
+            Effect::Applied => Outcome::Applied,
+            Effect::Duplicate => Outcome::Duplicate,
+            Effect::Rejected(r) => Outcome::Rejected {
                 code: r.code().to_owned(),
                 reason: r.to_string(),
             },
-            Some(r),
-        ),
+        },
+        note: match &event.detail {
+            Detail::Operation(op) => Some(op.note()),
+            _ => None,
+        },
+    }
+}
+
+/// [`apply_owned`] on a ticket that stays where it is (what ingest does): the ticket is changed
+/// in place, never moved, and the event recorded in the history it belongs to.
+pub fn apply_in_place(ticket: &mut Option<Ticket>, mut event: Event, seq: u64) -> Effect {
+    if let Detail::Instance(i) = &event.detail {
+        let i = i.clone();
+        return apply_instance(ticket, event, &i, seq);
+    }
+    let effect = match decide(ticket.as_ref(), &event) {
+        Ok(Change::Create) => {
+            let history = entry(&mut event, seq, &Effect::Applied);
+            let mut t = created(event);
+            t.history.push(history);
+            *ticket = Some(t);
+            return Effect::Applied;
+        }
+        Ok(Change::Move { to, finished_at }) => {
+            if let Some(t) = ticket.as_mut() {
+                t.apply_move(&event, to, finished_at);
+            }
+            Effect::Applied
+        }
+        Ok(Change::Duplicate) => Effect::Duplicate,
+        Err(r) => Effect::Rejected(r),
     };
     if let Some(t) = ticket.as_mut() {
-        t.history.push(HistoryEntry {
-            seq,
-            id,
-            kind,
-            time_ms,
-            source,
-            outcome,
-        });
+        t.history.push(entry(&mut event, seq, &effect));
     }
-    rejection
+    effect
+}
+
+/// The instance events' rules (see [`crate::core::job`]).
+fn apply_instance(
+    ticket: &mut Option<Ticket>,
+    mut event: Event,
+    at: &InstanceEvent,
+    seq: u64,
+) -> Effect {
+    let Some(t) = ticket.as_mut() else {
+        return Effect::Rejected(FoldRejection::UnknownTicket);
+    };
+    let status = t.status;
+    let batch = t.plan.as_mut().and_then(|p| {
+        p.batches
+            .iter_mut()
+            .find(|b| b.batch_index == at.batch_index)
+    });
+    let missing = match &batch {
+        None => Some(FoldRejection::UnknownBatch(at.batch_index)),
+        Some(b)
+            if b.instances
+                .binary_search_by_key(&at.instance_id, job::Instance::id)
+                .is_err() =>
+        {
+            Some(FoldRejection::UnknownInstance {
+                batch_index: at.batch_index,
+                instance_id: at.instance_id,
+            })
+        }
+        Some(_) => None,
+    };
+    if let Some(r) = missing {
+        let effect = Effect::Rejected(r);
+        t.history.push(entry(&mut event, seq, &effect));
+        return effect;
+    }
+    let batch = batch.expect("found above");
+    let pos = batch
+        .instances
+        .binary_search_by_key(&at.instance_id, job::Instance::id)
+        .expect("found above");
+    let instance = &mut batch.instances[pos];
+    let (from, to) = instance_edge(event.kind);
+    let started = instance.gmt_created;
+    let effect = if applied_before(&instance.history, &event.id) {
+        Effect::Duplicate
+    } else if status.is_terminal() {
+        Effect::Rejected(FoldRejection::InstanceOfClosedTicket(status))
+    } else if !from.contains(&instance.status) {
+        Effect::Rejected(FoldRejection::IllegalInstanceTransition {
+            status: instance.status,
+            kind: event.kind,
+        })
+    } else if let Some(s) =
+        started.filter(|s| to != InstanceStatus::Processing && event.time_ms < *s)
+    {
+        Effect::Rejected(FoldRejection::InstanceEndBeforeStart {
+            end_ms: event.time_ms,
+            started_ms: s,
+        })
+    } else {
+        instance.status = to;
+        if to == InstanceStatus::Processing {
+            instance.gmt_created = Some(event.time_ms);
+        } else {
+            instance.gmt_finished = Some(event.time_ms);
+        }
+        if let Some(m) = &at.message {
+            instance.message = Some(m.clone());
+        }
+        Effect::Applied
+    };
+    instance.history.push(entry(&mut event, seq, &effect));
+    effect
 }
 
 #[cfg(test)]
@@ -352,7 +544,9 @@ mod tests {
                 creator: "c".into(),
                 region_ids: "r".into(),
                 job_type: "SCRIPT".into(),
+                plan: None,
             }),
+            detail: Default::default(),
         }
     }
 

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::domain::{ProjectId, Status};
 use crate::core::events::Kind;
 use crate::core::fold::{HistoryEntry, Outcome, Ticket};
+use crate::core::job::{Batch, Instance, InstanceStatus, Rotation, Script, Target};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +47,8 @@ struct RecordRef<'a> {
     gmt_finished: Option<i64>,
     execute_costs: Option<i64>,
     status: Status,
+    current_execute_batch_index: Option<u32>,
+    has_plan: bool,
     #[serde(serialize_with = "history_ref")]
     history: &'a [HistoryEntry],
 }
@@ -58,6 +61,7 @@ struct EntryRef<'a> {
     time_ms: i64,
     source: &'a str,
     outcome: OutcomeRef<'a>,
+    note: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +84,7 @@ fn history_ref<S: serde::Serializer>(h: &&[HistoryEntry], s: S) -> Result<S::Ok,
             Outcome::Duplicate => OutcomeRef::Duplicate,
             Outcome::Rejected { code, reason } => OutcomeRef::Rejected(code, reason),
         },
+        note: h.note.as_deref(),
     }))
 }
 
@@ -98,6 +103,8 @@ struct Head {
     gmt_finished: Option<i64>,
     execute_costs: Option<i64>,
     status: Status,
+    current_execute_batch_index: Option<u32>,
+    has_plan: bool,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +115,25 @@ struct Entry {
     time_ms: i64,
     source: String,
     outcome: StoredOutcome,
+    note: Option<String>,
+}
+
+impl From<Entry> for HistoryEntry {
+    fn from(h: Entry) -> Self {
+        HistoryEntry {
+            seq: h.seq,
+            id: h.id,
+            kind: h.kind,
+            time_ms: h.time_ms,
+            source: h.source,
+            outcome: match h.outcome {
+                StoredOutcome::Applied => Outcome::Applied,
+                StoredOutcome::Duplicate => Outcome::Duplicate,
+                StoredOutcome::Rejected(code, reason) => Outcome::Rejected { code, reason },
+            },
+            note: h.note,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -138,6 +164,8 @@ pub fn encode_into(t: &Ticket, w: &mut Vec<u8>) {
         gmt_finished: t.gmt_finished,
         execute_costs: t.execute_costs,
         status: t.status,
+        current_execute_batch_index: t.current_execute_batch_index,
+        has_plan: t.plan.is_some(),
         history: &t.history,
     };
     w.push(VERSION);
@@ -147,43 +175,34 @@ pub fn encode_into(t: &Ticket, w: &mut Vec<u8>) {
     *w = out.expect("a ticket record always serialises");
 }
 
-/// Decodes a ticket.
+/// Decodes a ticket, without its plan (see [`decode_flagged`]).
 pub fn decode(bytes: &[u8]) -> Result<Ticket, RecordError> {
-    let (mut t, rest) = head(bytes)?;
+    decode_flagged(bytes).map(|(t, _)| t)
+}
+
+/// Decodes a ticket, and says whether it has a plan, which is stored apart ([`decode_plan`]).
+pub fn decode_flagged(bytes: &[u8]) -> Result<(Ticket, bool), RecordError> {
+    let (mut t, has_plan, rest) = head(bytes)?;
     let (entries, rest): (Vec<Entry>, _) = postcard::take_from_bytes(rest).map_err(bad)?;
     if !rest.is_empty() {
         return Err(RecordError("trailing bytes".into()));
     }
-    t.history = entries
-        .into_iter()
-        .map(|h| HistoryEntry {
-            seq: h.seq,
-            id: h.id,
-            kind: h.kind,
-            time_ms: h.time_ms,
-            source: h.source,
-            outcome: match h.outcome {
-                StoredOutcome::Applied => Outcome::Applied,
-                StoredOutcome::Duplicate => Outcome::Duplicate,
-                StoredOutcome::Rejected(code, reason) => Outcome::Rejected { code, reason },
-            },
-        })
-        .collect();
-    Ok(t)
+    t.history = entries.into_iter().map(HistoryEntry::from).collect();
+    Ok((t, has_plan))
 }
 
 /// A ticket without its history (left empty): what the query view is built from at start-up,
 /// without allocating an audit trail it never shows.
 pub fn decode_head(bytes: &[u8]) -> Result<Ticket, RecordError> {
-    head(bytes).map(|(t, _)| t)
+    head(bytes).map(|(t, _, _)| t)
 }
 
 fn bad(e: postcard::Error) -> RecordError {
     RecordError(e.to_string())
 }
 
-/// The ticket without its history, and the bytes after the head.
-fn head(bytes: &[u8]) -> Result<(Ticket, &[u8]), RecordError> {
+/// The ticket without its history, whether it has a plan, and the bytes after the head.
+fn head(bytes: &[u8]) -> Result<(Ticket, bool, &[u8]), RecordError> {
     let (&version, body) = bytes
         .split_first()
         .ok_or_else(|| RecordError("empty".into()))?;
@@ -205,9 +224,127 @@ fn head(bytes: &[u8]) -> Result<(Ticket, &[u8]), RecordError> {
         gmt_finished: h.gmt_finished,
         execute_costs: h.execute_costs,
         status: h.status,
+        current_execute_batch_index: h.current_execute_batch_index,
         history: Vec::new(),
+        plan: None,
     };
-    Ok((t, rest))
+    Ok((t, h.has_plan, rest))
+}
+
+/// The stored form of a plan's head: its script.
+pub fn encode_plan_head(script: &Script) -> Vec<u8> {
+    let mut w = vec![VERSION];
+    w = postcard::to_extend(script, w).expect("a script always serialises");
+    w
+}
+
+/// What is written of one instance: its target, state and history, borrowed.
+#[derive(Serialize)]
+struct InstanceRef<'a> {
+    target: &'a Target,
+    status: InstanceStatus,
+    gmt_created: Option<i64>,
+    gmt_finished: Option<i64>,
+    message: Option<&'a str>,
+    #[serde(serialize_with = "history_ref")]
+    history: &'a [HistoryEntry],
+}
+
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    batch_index: u32,
+    rotation_strategy: Rotation,
+    properties: Option<&'a str>,
+    #[serde(serialize_with = "instances_ref")]
+    instances: &'a [Instance],
+}
+
+fn instances_ref<S: serde::Serializer>(v: &&[Instance], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|i| InstanceRef {
+        target: &i.target,
+        status: i.status,
+        gmt_created: i.gmt_created,
+        gmt_finished: i.gmt_finished,
+        message: i.message.as_deref(),
+        history: &i.history,
+    }))
+}
+
+#[derive(Deserialize)]
+struct StoredInstance {
+    target: Target,
+    status: InstanceStatus,
+    gmt_created: Option<i64>,
+    gmt_finished: Option<i64>,
+    message: Option<String>,
+    history: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct StoredBatch {
+    batch_index: u32,
+    rotation_strategy: Rotation,
+    properties: Option<String>,
+    instances: Vec<StoredInstance>,
+}
+
+/// The stored form of one batch of a plan: its instances with their state and history.
+pub fn encode_batch(b: &Batch) -> Vec<u8> {
+    let r = BatchRef {
+        batch_index: b.batch_index,
+        rotation_strategy: b.rotation_strategy,
+        properties: b.properties.as_deref(),
+        instances: &b.instances,
+    };
+    postcard::to_extend(&r, vec![VERSION]).expect("a batch always serialises")
+}
+
+fn versioned(bytes: &[u8]) -> Result<&[u8], RecordError> {
+    match bytes.split_first() {
+        Some((&VERSION, body)) => Ok(body),
+        Some((v, _)) => Err(RecordError(format!("unknown record version {v}"))),
+        None => Err(RecordError("empty".into())),
+    }
+}
+
+fn whole<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    let (v, rest) = postcard::take_from_bytes(versioned(bytes)?).map_err(bad)?;
+    if !rest.is_empty() {
+        return Err(RecordError("trailing bytes".into()));
+    }
+    Ok(v)
+}
+
+/// A plan from its stored head and batches (in ascending batch order).
+pub fn decode_plan<'a>(
+    head: &[u8],
+    batches: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<crate::core::job::Plan, RecordError> {
+    let script: Script = whole(head)?;
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            let b: StoredBatch = whole(b)?;
+            Ok(Batch {
+                batch_index: b.batch_index,
+                rotation_strategy: b.rotation_strategy,
+                properties: b.properties,
+                instances: b
+                    .instances
+                    .into_iter()
+                    .map(|i| Instance {
+                        target: i.target,
+                        status: i.status,
+                        gmt_created: i.gmt_created,
+                        gmt_finished: i.gmt_finished,
+                        message: i.message,
+                        history: i.history.into_iter().map(HistoryEntry::from).collect(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, RecordError>>()?;
+    Ok(crate::core::job::Plan { script, batches })
 }
 
 #[cfg(test)]
@@ -227,6 +364,8 @@ mod tests {
             gmt_finished: Some(1_690_200_850_293),
             execute_costs: Some(20_842),
             status: Status::Canceled,
+            current_execute_batch_index: Some(3),
+            plan: None,
             history: vec![
                 HistoryEntry {
                     seq: 1,
@@ -235,6 +374,7 @@ mod tests {
                     time_ms: 1_690_200_829_451,
                     source: "exec".into(),
                     outcome: Outcome::Applied,
+                    note: None,
                 },
                 HistoryEntry {
                     seq: 2,
@@ -243,6 +383,7 @@ mod tests {
                     time_ms: -5,
                     source: "exec".into(),
                     outcome: Outcome::Duplicate,
+                    note: Some("PAUSE_ORDER, requested by alice".into()),
                 },
                 HistoryEntry {
                     seq: u64::MAX,
@@ -254,6 +395,7 @@ mod tests {
                         code: "ticket_closed".into(),
                         reason: "ticket is CANCELED".into(),
                     },
+                    note: None,
                 },
             ],
         }

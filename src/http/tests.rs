@@ -49,6 +49,8 @@ async fn state(dir: &std::path::Path) -> AppState {
         execute_costs: None,
         status,
         history: vec![],
+        current_execute_batch_index: None,
+        plan: None,
     };
     ledger
         .current()

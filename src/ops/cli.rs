@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Settings;
 use crate::core::domain::ProjectId;
-use crate::core::events::{self, CreatedData, DEFAULT_JOB_TYPE, Event, Kind};
+use crate::core::events::{
+    self, CreatedData, DEFAULT_JOB_TYPE, Detail, Event, InstanceEvent, Kind, OperationRequest,
+};
+use crate::core::job::{Operation, OperationType};
 use crate::http::auth::hash_token;
 use crate::nats::{ensure_stream, server_addrs};
 use crate::ops::audit::{self, AdminClient};
@@ -186,6 +189,27 @@ pub struct EmitArgs {
     /// `created`: job type.
     #[arg(long, default_value = DEFAULT_JOB_TYPE)]
     pub job_type: String,
+    /// `created` (v1.1): a JSON file of the plan's fields of `data` (`script_uuid`,
+    /// `script_name`, `script_version_uuid`, `script_version_name`, `execute_param`,
+    /// `execute_batches`), as docs/events.md describes them.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// `batch_started`, `instance_*`, `operation_requested`: the batch.
+    #[arg(long)]
+    pub batch_index: Option<u32>,
+    /// `instance_*`, `operation_requested`: the instance.
+    #[arg(long)]
+    pub instance_id: Option<u64>,
+    /// `instance_*`: the instance's output or error (cut to 4 KiB).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// `operation_requested`: CANCEL_INSTANCE, SKIP_BATCH, CANCEL_ORDER, PAUSE_ORDER or
+    /// CONTINUE_ORDER.
+    #[arg(long)]
+    pub operation_type: Option<String>,
+    /// `operation_requested`: who asked.
+    #[arg(long)]
+    pub requested_by: Option<String>,
 }
 
 fn parse_kind(s: &str) -> Result<Kind, String> {
@@ -338,11 +362,48 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
             creator: a.creator.clone().context("created needs --creator")?,
             region_ids: a.region_ids.clone(),
             job_type: a.job_type.clone(),
+            plan: None,
         })
     } else {
         None
     };
-    Ok(Event {
+    let batch = || {
+        a.batch_index
+            .with_context(|| format!("{kind} needs --batch-index"))
+    };
+    let detail = match kind {
+        Kind::BatchStarted => Detail::Batch {
+            batch_index: batch()?,
+        },
+        k if k.is_instance() => Detail::Instance(InstanceEvent {
+            batch_index: batch()?,
+            instance_id: a
+                .instance_id
+                .context("instance events need --instance-id")?,
+            message: a.message.clone(),
+        }),
+        Kind::OperationRequested => {
+            let op = a.operation_type.as_deref().unwrap_or_default();
+            Detail::Operation(Box::new(OperationRequest {
+                execute_uuid: a
+                    .execute_uuid
+                    .clone()
+                    .context("operation_requested needs --execute-uuid")?,
+                operation: Operation {
+                    operation_type: OperationType::parse(op)
+                        .with_context(|| format!("--operation-type {op:?} is not an operation"))?,
+                    batch_index: a.batch_index,
+                    instance_id: a.instance_id,
+                },
+                requested_by: a
+                    .requested_by
+                    .clone()
+                    .context("operation_requested needs --requested-by")?,
+            }))
+        }
+        _ => Detail::None,
+    };
+    let event = Event {
         id: a
             .id
             .clone()
@@ -353,7 +414,24 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
         project,
         order_id,
         created,
-    })
+        detail,
+    };
+    // Whatever the flags made goes through the decoder, so that emit publishes only what the
+    // ledger accepts as an event (a plan from --plan included).
+    let mut v = event.to_json();
+    if let Some(path) = &a.plan {
+        anyhow::ensure!(kind == Kind::Created, "--plan goes with --kind created");
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let plan: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a JSON object", path.display()))?;
+        v["data"]
+            .as_object_mut()
+            .expect("data is an object")
+            .extend(plan);
+    }
+    let bytes = serde_json::to_vec(&v).expect("a JSON value serialises");
+    events::decode(&event.subject("x"), &bytes, "x", usize::MAX)
+        .map_err(|e| anyhow::anyhow!("not a valid event: {e}"))
 }
 
 /// One message to publish: subject, payload, and the `Nats-Msg-Id` if the event has an id.

@@ -3,6 +3,7 @@
 //!
 //! - [`records`]: the sled store itself: ticket records in chunks, dead letters and the stream
 //!   position, one atomic batch per flush.
+//! - `plans`: tickets' plans (script, batches, instances), kept apart from the records.
 //! - [`projection`]: the store and the query view kept in step, with a write-behind buffer
 //!   between them; what ingest writes and the API reads.
 //! - `writer`: the write-behind thread and its hand-off protocol.
@@ -10,6 +11,7 @@
 //! - [`generations`]: the live generation, a rebuilt one beside it, and `CURRENT`.
 
 pub(crate) mod generations;
+mod plans;
 pub(crate) mod projection;
 pub(crate) mod records;
 mod seen;

@@ -20,7 +20,9 @@ use rustc_hash::FxHashMap;
 use super::seen::Seen;
 use super::writer::{Snapshot, WriteBehind, WriteStats};
 use super::{Store, StoreError};
-use crate::core::batch::{Commit, DeadLetter, Decoded, FoldReport, TicketKey, fold_decoded};
+use crate::core::batch::{
+    Commit, DeadLetter, Decoded, FoldReport, PlanPart, TicketKey, fold_decoded,
+};
 use crate::core::domain::ProjectId;
 use crate::core::fold::Ticket;
 use crate::view::{Index, Page, Query};
@@ -53,6 +55,8 @@ impl Default for FlushPolicy {
 #[derive(Default)]
 struct Pending {
     tickets: FxHashMap<TicketKey, Ticket>,
+    /// The parts of plans changed since the last hand-off (their tickets are in `tickets`).
+    plan_parts: rustc_hash::FxHashSet<(TicketKey, PlanPart)>,
     dead_letters: BTreeMap<u64, DeadLetter>,
     /// Messages folded since the last hand-off.
     events: u64,
@@ -318,6 +322,7 @@ impl Projection {
             pending.seen.saw(&t.project, t.order_id);
             pending.tickets.insert((t.project.clone(), t.order_id), t);
         }
+        pending.plan_parts.extend(commit.plan_parts);
         for d in commit.dead_letters {
             pending.dead_letters.insert(d.seq, d);
         }
@@ -384,6 +389,7 @@ impl Projection {
         let fresh = self.writer.take_spare();
         self.writer.hand_off(Snapshot {
             tickets: std::mem::replace(&mut pending.tickets, fresh),
+            plan_parts: std::mem::take(&mut pending.plan_parts),
             dead_letters: std::mem::take(&mut pending.dead_letters),
             applied_seq: applied,
         })
@@ -481,6 +487,8 @@ pub(super) mod tests {
             execute_costs: None,
             status,
             history: vec![],
+            current_execute_batch_index: None,
+            plan: None,
         }
     }
 
@@ -594,6 +602,7 @@ pub(super) mod tests {
                 project: ProjectId::parse("p").unwrap(),
                 order_id,
                 created: None,
+                detail: Default::default(),
             }),
         };
         // 5 is below the newest (10): looked up in sled and moved on. 11 is above: no ticket.

@@ -8,6 +8,7 @@
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
 //! | `t` project `\0` order_id>>7 (u64 BE) | a chunk: up to 128 tickets' records  |
+//! | `p` project `\0` order_id ...          | a ticket's plan ([`super::plans`])   |
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
@@ -18,7 +19,7 @@
 use std::path::Path;
 
 use super::StoreError;
-use crate::core::batch::DeadLetter;
+use crate::core::batch::{DeadLetter, PlanPart};
 use crate::core::domain::ProjectId;
 use crate::core::fold::Ticket;
 
@@ -31,9 +32,10 @@ const FORMAT: &[u8] = b"m:format";
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
-/// 6: records in postcard (5 was the same layout written by hand; 4 chunks of 256, 3 of 64, 2
+/// 7: records say whether the ticket has a plan, which is stored apart (`p` keys). 6: records
+/// in postcard (5 was the same layout written by hand; 4 chunks of 256, 3 of 64, 2
 /// one record per key, 1 JSON). Chunks hold 128 records.
-pub(super) const FORMAT_VERSION: u64 = 6;
+pub(super) const FORMAT_VERSION: u64 = 7;
 
 /// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
 /// a key lands in), so tickets that are created together, in `order_id` order, are stored
@@ -117,8 +119,8 @@ pub fn encode_ticket(t: &Ticket) -> Vec<u8> {
     crate::core::record::encode(t)
 }
 
-fn decode_ticket(key: &[u8], v: &[u8]) -> Result<Ticket, StoreError> {
-    crate::core::record::decode(v).map_err(|e| corrupt(key, e))
+fn decode_ticket(key: &[u8], v: &[u8]) -> Result<(Ticket, bool), StoreError> {
+    crate::core::record::decode_flagged(v).map_err(|e| corrupt(key, e))
 }
 
 /// A ticket as exports show it: JSON, readable in audits.
@@ -222,16 +224,24 @@ impl Store {
         };
         let entries = chunk_entries(&key, &v)?;
         match entries.binary_search_by_key(&order_id, |e| e.0) {
-            Ok(i) => decode_ticket(&key, entries[i].1).map(Some),
+            Ok(i) => self.with_plan(decode_ticket(&key, entries[i].1)?).map(Some),
             Err(_) => Ok(None),
         }
     }
 
-    /// Every ticket, in key order (project, then order_id ascending).
+    /// The ticket with its plan read back, if its record says it has one.
+    fn with_plan(&self, (mut t, has_plan): (Ticket, bool)) -> Result<Ticket, StoreError> {
+        if has_plan {
+            super::plans::load(&self.db, &mut t)?;
+        }
+        Ok(t)
+    }
+
+    /// Every ticket with its plan, in key order (project, then order_id ascending).
     pub fn tickets(&self) -> impl Iterator<Item = Result<Ticket, StoreError>> + '_ {
         self.raw_tickets().map(|r| {
             let (k, v) = r?;
-            decode_ticket(&k, &v)
+            self.with_plan(decode_ticket(&k, &v)?)
         })
     }
 
@@ -296,11 +306,15 @@ impl Store {
     pub fn write<'a>(
         &self,
         tickets: impl IntoIterator<Item = &'a Ticket>,
+        plan_parts: impl IntoIterator<Item = (&'a Ticket, PlanPart)>,
         dead_letters: impl IntoIterator<Item = &'a DeadLetter>,
         applied_seq: u64,
     ) -> Result<u64, StoreError> {
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
+        for (t, part) in plan_parts {
+            bytes += super::plans::write_part(&mut batch, t, part);
+        }
         // In key order, so that each chunk's tickets come together and ascending.
         let mut tickets: Vec<&Ticket> = tickets.into_iter().collect();
         tickets.sort_unstable_by(|a, b| (&a.project, a.order_id).cmp(&(&b.project, b.order_id)));
@@ -370,7 +384,11 @@ impl Store {
     /// ratio counts them.
     pub fn record_bytes(&self) -> Result<u64, StoreError> {
         let mut n = 0u64;
-        for kv in self.db.scan_prefix([TICKET]) {
+        for kv in self
+            .db
+            .scan_prefix([TICKET])
+            .chain(self.db.scan_prefix([super::plans::PLAN]))
+        {
             let (k, v) = kv?;
             n += (k.len() + v.len()) as u64;
         }
@@ -396,7 +414,7 @@ mod tests {
 
     const PER_CHUNK: u64 = 1 << CHUNK_BITS;
 
-    fn ticket(project: &str, order_id: u64) -> Ticket {
+    pub(crate) fn ticket(project: &str, order_id: u64) -> Ticket {
         Ticket {
             project: ProjectId::parse(project).unwrap(),
             order_id,
@@ -410,6 +428,8 @@ mod tests {
             execute_costs: None,
             status: Status::Ready,
             history: vec![],
+            current_execute_batch_index: None,
+            plan: None,
         }
     }
 
@@ -419,7 +439,7 @@ mod tests {
     fn a_locked_store_is_opened_once_its_holder_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path()).unwrap();
-        first.write(&[ticket("a", 1)], [], 1).unwrap();
+        first.write(&[ticket("a", 1)], [], [], 1).unwrap();
         first.flush().unwrap();
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         let path = dir.path().to_owned();
@@ -450,14 +470,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.write(&[ticket("a", 1)], [], 1).unwrap();
+            store.write(&[ticket("a", 1)], [], [], 1).unwrap();
             store.db.insert(FORMAT, &5u64.to_be_bytes()).unwrap();
             store.flush().unwrap();
         }
         let err = Store::open(dir.path()).err().expect("refused");
         assert!(matches!(err, StoreError::Format { found: 5 }), "{err}");
         assert!(
-            err.to_string().contains('5') && err.to_string().contains('6'),
+            err.to_string().contains('5') && err.to_string().contains('7'),
             "{err}"
         );
         let db = sled::open(dir.path()).unwrap();
@@ -478,14 +498,14 @@ mod tests {
         // Three chunks' worth of ids, written in two halves that interleave in every chunk.
         let n = 3 * PER_CHUNK;
         let evens: Vec<Ticket> = (1..=n / 2).map(|o| ticket("a", o * 2)).collect();
-        store.write(&evens, [], 1).unwrap();
+        store.write(&evens, [], [], 1).unwrap();
         // Odd ones between them, one even rewritten, and another project, in no order.
         let mut later: Vec<Ticket> = (0..n / 2).rev().map(|o| ticket("a", o * 2 + 1)).collect();
         let mut changed = ticket("a", PER_CHUNK);
         changed.status = Status::Finished;
         later.push(changed.clone());
         later.push(ticket("b", 3));
-        store.write(&later, [], 2).unwrap();
+        store.write(&later, [], [], 2).unwrap();
         let got: Vec<(String, u64)> = store
             .tickets()
             .map(|t| t.map(|t| (t.project.to_string(), t.order_id)).unwrap())
@@ -509,13 +529,13 @@ mod tests {
         // beyond the rest.
         let n = 3 * PER_CHUNK + 8;
         let all: Vec<Ticket> = (1..=n).map(|o| ticket("a", o)).collect();
-        store.write(&all, [], n).unwrap();
+        store.write(&all, [], [], n).unwrap();
         let inner = PER_CHUNK + 6;
         let far = 10 * PER_CHUNK;
         let mut changed = ticket("a", inner);
         changed.status = Status::Processing;
         store
-            .write([&changed, &ticket("a", far)], [], n + 1)
+            .write([&changed, &ticket("a", far)], [], [], n + 1)
             .unwrap();
         let got: Vec<Ticket> = store.tickets().map(Result::unwrap).collect();
         assert_eq!(got.len() as u64, n + 1);
@@ -565,7 +585,12 @@ mod tests {
             ce_headers: Vec::new(),
         };
         store
-            .write(&[ticket("a", 2), ticket("a", 10), ticket("b", 1)], [&dl], 3)
+            .write(
+                &[ticket("a", 2), ticket("a", 10), ticket("b", 1)],
+                [],
+                [&dl],
+                3,
+            )
             .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();

@@ -13,12 +13,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use rustc_hash::FxHashMap;
 
 use super::{Store, StoreError};
-use crate::core::batch::{DeadLetter, TicketKey};
+use crate::core::batch::{DeadLetter, PlanPart, TicketKey};
 use crate::core::fold::Ticket;
 
 /// A write handed to the background writer: everything one flush writes, atomically.
 pub(super) struct Snapshot {
     pub(super) tickets: FxHashMap<TicketKey, Ticket>,
+    /// The parts of the tickets' plans changed since the last snapshot.
+    pub(super) plan_parts: rustc_hash::FxHashSet<(TicketKey, PlanPart)>,
     pub(super) dead_letters: BTreeMap<u64, DeadLetter>,
     pub(super) applied_seq: u64,
 }
@@ -225,8 +227,13 @@ fn emptied(snap: Arc<Snapshot>) -> Option<FxHashMap<TicketKey, Ticket>> {
 /// counts what it cost.
 fn write_snapshot(store: &Store, snap: &Snapshot, shared: &Shared) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
+    let parts = snap
+        .plan_parts
+        .iter()
+        .filter_map(|(key, part)| snap.tickets.get(key).map(|t| (t, *part)));
     let bytes = store.write(
         snap.tickets.values(),
+        parts,
         snap.dead_letters.values(),
         snap.applied_seq,
     )?;

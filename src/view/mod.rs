@@ -463,7 +463,9 @@ mod tests {
             gmt_finished: None,
             execute_costs: None,
             status,
+            current_execute_batch_index: None,
             history: vec![],
+            plan: None,
         }
     }
 

@@ -317,6 +317,7 @@ pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> Event {
         project: ProjectId::parse(project).unwrap(),
         order_id,
         created: None,
+        detail: Default::default(),
     }
 }
 
@@ -337,6 +338,7 @@ pub fn created(
         creator: creator.into(),
         region_ids: region_ids.into(),
         job_type: "SCRIPT".into(),
+        plan: None,
     });
     e
 }

@@ -34,6 +34,11 @@ pub(super) struct Data<'a> {
     pub creator: Option<&'a str>,
     pub region_ids: Option<&'a str>,
     pub job_type: Option<&'a str>,
+    pub batch_index: Option<u64>,
+    pub instance_id: Option<u64>,
+    pub message: Option<&'a str>,
+    /// What only the serde path reads (the scanner's are always empty).
+    pub extra: super::v11::Extra<'a>,
 }
 
 /// Scans `payload`; `None` sends the caller to the serde path.
@@ -189,6 +194,7 @@ impl<'a> Cursor<'a> {
 
     fn data(&mut self) -> Option<Data<'a>> {
         let (mut project_id, mut order_id) = (None, None);
+        let (mut batch_index, mut instance_id, mut message) = (None, None, None);
         let (mut execute_uuid, mut order_name, mut creator, mut region_ids, mut job_type) =
             (None, None, None, None, None);
         self.object(|c, key| match key {
@@ -199,6 +205,10 @@ impl<'a> Cursor<'a> {
             "creator" => once(&mut creator, c.string()?),
             "region_ids" => once(&mut region_ids, c.string()?),
             "job_type" => once(&mut job_type, c.string()?),
+            "batch_index" => once(&mut batch_index, c.integer()?),
+            "instance_id" => once(&mut instance_id, c.integer()?),
+            "message" => once(&mut message, c.string()?),
+            k if super::v11::SERDE_ONLY_KEYS.contains(&k) => None,
             _ => c.skip_scalar(),
         })?;
         Some(Data {
@@ -209,6 +219,10 @@ impl<'a> Cursor<'a> {
             creator,
             region_ids,
             job_type,
+            batch_index,
+            instance_id,
+            message,
+            extra: Default::default(),
         })
     }
 }
