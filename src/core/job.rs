@@ -372,7 +372,7 @@ impl OperationType {
 }
 
 /// An operation as it was asked for: what `operation_requested` carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     /// What to do.
     pub operation_type: OperationType,

@@ -27,6 +27,8 @@ pub const ACTION_LIST: &str = "coc:job:list";
 pub const ACTION_GET: &str = "coc:job:get";
 /// Ledger administration: dead letters, redrive, replay, the records export used by `verify`.
 pub const ACTION_ADMIN: &str = "coc:ledger:admin";
+/// `PUT /v1/job/script/orders/{execute_uuid}/operation`.
+pub const ACTION_OPERATE: &str = "coc:job:operate";
 
 /// Who a credential speaks for, and what it may do.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::core::domain::DomainError;
+use crate::core::job::Refusal;
 use crate::http::auth::AuthError;
 use crate::http::sign::SignError;
 
@@ -52,6 +53,18 @@ pub enum ApiError {
     /// No ticket with this `execute_uuid` in the caller's project.
     #[error("no ticket with execute_uuid {0:?} in this project")]
     TicketNotFound(String),
+    /// `status` of a batch page is not an instance status.
+    #[error("status must be one of READY, PROCESSING, ABNORMAL, CANCELED, FINISHED")]
+    InstanceStatus,
+    /// The path's `batch_index` is not an integer of 1 or more.
+    #[error("batch_index must be an integer of 1 or more")]
+    BatchIndex,
+    /// The ticket has no such batch.
+    #[error("the ticket has no batch {0}")]
+    BatchNotFound(u32),
+    /// The ticket, as the ledger knows it, does not allow the operation.
+    #[error("the operation is refused: {0}")]
+    Refused(crate::core::job::Refusal),
     /// A rebuild is already running.
     #[error("a rebuild is already running")]
     ReplayRunning,
@@ -143,8 +156,14 @@ impl ApiError {
             ApiError::Auth(AuthError::ProjectNotGranted | AuthError::ActionDenied(_)) => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::Param(DomainError::Number(_)) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound | ApiError::TicketNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Param(DomainError::Number(_))
+            | ApiError::Body(_)
+            | ApiError::InstanceStatus
+            | ApiError::BatchIndex
+            | ApiError::Refused(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound | ApiError::TicketNotFound(_) | ApiError::BatchNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::ReplayRunning | ApiError::PartialHistory(_) => StatusCode::CONFLICT,
             ApiError::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -183,8 +202,19 @@ impl ApiError {
             ApiError::Auth(AuthError::ActionDenied(_)) => "COC.00040301",
             ApiError::Param(DomainError::Number(_)) => "COC.00040010",
             ApiError::Body(_) => "COC.00040011",
+            ApiError::InstanceStatus => "COC.00040012",
+            ApiError::BatchIndex => "COC.00040013",
+            ApiError::Refused(r) => match r {
+                Refusal::TicketOver(_) => "COC.00040020",
+                Refusal::WrongStatus { .. } => "COC.00040021",
+                Refusal::Missing { .. } => "COC.00040022",
+                Refusal::UnknownBatch(_) => "COC.00040023",
+                Refusal::UnknownInstance(..) => "COC.00040024",
+                Refusal::InstanceEnded(..) => "COC.00040025",
+            },
             ApiError::NotFound => "COC.00040400",
             ApiError::TicketNotFound(_) => "COC.00040709",
+            ApiError::BatchNotFound(_) => "COC.00040710",
             ApiError::ReplayRunning => "COC.00040901",
             ApiError::PartialHistory(_) => "COC.00040902",
             ApiError::BrokerUnavailable => "COC.00050300",
@@ -262,6 +292,21 @@ impl ApiError {
             ApiError::Auth(AuthError::ActionDenied(a)) => format!("该令牌未被授权执行操作 {a}"),
             ApiError::Param(DomainError::Number(name)) => format!("{name} 必须是非负整数"),
             ApiError::Body(e) => format!("请求体无效：{e}"),
+            ApiError::InstanceStatus => {
+                "status 必须是 READY、PROCESSING、ABNORMAL、CANCELED、FINISHED 之一".to_owned()
+            }
+            ApiError::BatchIndex => "batch_index 必须是大于等于 1 的整数".to_owned(),
+            ApiError::BatchNotFound(b) => format!("该工单不存在批次 {b}"),
+            ApiError::Refused(r) => match r {
+                Refusal::TicketOver(s) => format!("工单状态为 {s}，已结束"),
+                Refusal::WrongStatus { op, needs, status } => {
+                    format!("{op} 要求工单状态为 {needs}，当前为 {status}")
+                }
+                Refusal::Missing { op, field } => format!("{op} 需要 {field}"),
+                Refusal::UnknownBatch(b) => format!("该工单不存在批次 {b}"),
+                Refusal::UnknownInstance(i, _) => format!("该工单不存在实例 {i}"),
+                Refusal::InstanceEnded(i, s) => format!("实例 {i} 的状态为 {s}，已结束"),
+            },
             ApiError::NotFound => "资源不存在".to_owned(),
             ApiError::TicketNotFound(u) => format!("本项目中不存在 execute_uuid 为 {u:?} 的工单"),
             ApiError::ReplayRunning => "重建已在进行中".to_owned(),

@@ -7,8 +7,7 @@ use async_nats::HeaderMap as NatsHeaders;
 use async_nats::jetstream;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -19,15 +18,14 @@ use super::{AppState, Caller};
 use crate::config::{IngestSettings, NatsSettings};
 use crate::core::batch::DeadLetter;
 use crate::core::batch::REDRIVE_HEADER;
-use crate::core::domain::{DomainError, Status};
+use crate::core::domain::DomainError;
 use crate::core::events::format_time_ms;
-use crate::core::fold::{Outcome, Ticket};
-use crate::http::auth::{ACTION_ADMIN, ACTION_GET};
+use crate::core::fold::{HistoryEntry, Outcome};
+use crate::http::auth::ACTION_ADMIN;
 use crate::http::openapi::{
-    CallerHeaders, DeadLettersBody, DetailBody, ErrorBody, RedriveRequest, RedrivenBody, ReplayBody,
+    CallerHeaders, DeadLettersBody, ErrorBody, RedriveRequest, RedrivenBody, ReplayBody,
 };
 use crate::ops::replay::{self, Tracker};
-use crate::view::Properties;
 
 /// What the admin endpoints need beyond the projection.
 pub struct Admin {
@@ -38,6 +36,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The daemon's NATS connection.
+    pub(crate) fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// Whether the NATS connection is up right now.
     pub fn broker_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
@@ -46,6 +49,11 @@ impl Admin {
     /// A JetStream context on the daemon's connection.
     pub(crate) fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.client.clone())
+    }
+
+    /// The subject prefix events are published under.
+    pub(crate) fn subject_prefix(&self) -> &str {
+        &self.nats.subject_prefix
     }
 
     /// The event stream's name.
@@ -85,101 +93,30 @@ pub struct EventView {
     reason_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// What an `operation_requested` asked for, and who asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
-/// A ticket with its history: the list model's fields, `job_type`, and `events`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TicketView {
-    order_id: u64,
-    order_name: String,
-    execute_uuid: String,
-    gmt_created: i64,
-    gmt_finished: Option<i64>,
-    execute_costs: Option<i64>,
-    creator: String,
-    #[schema(value_type = crate::http::openapi::StatusDoc)]
-    status: Status,
-    #[schema(value_type = crate::http::openapi::PropertiesDoc)]
-    properties: Properties,
-    job_type: String,
-    events: Vec<EventView>,
-}
-
-impl From<Ticket> for TicketView {
-    fn from(t: Ticket) -> Self {
-        let events = t
-            .history
-            .into_iter()
-            .map(|h| {
-                let (outcome, reason_code, reason) = match h.outcome {
-                    Outcome::Applied => ("applied", None, None),
-                    Outcome::Duplicate => ("duplicate", None, None),
-                    Outcome::Rejected { code, reason } => ("rejected", Some(code), Some(reason)),
-                };
-                EventView {
-                    seq: h.seq,
-                    id: h.id,
-                    ty: format!("{}{}", crate::core::events::TYPE_PREFIX, h.kind),
-                    time: format_time_ms(h.time_ms),
-                    source: h.source,
-                    outcome,
-                    reason_code,
-                    reason,
-                }
-            })
-            .collect();
-        TicketView {
-            order_id: t.order_id,
-            order_name: t.order_name,
-            execute_uuid: t.execute_uuid,
-            gmt_created: t.gmt_created,
-            gmt_finished: t.gmt_finished,
-            execute_costs: t.execute_costs,
-            creator: t.creator,
-            status: t.status,
-            properties: Properties {
-                region_ids: t.region_ids,
-            },
-            job_type: t.job_type,
-            events,
+impl From<HistoryEntry> for EventView {
+    fn from(h: HistoryEntry) -> Self {
+        let (outcome, reason_code, reason) = match h.outcome {
+            Outcome::Applied => ("applied", None, None),
+            Outcome::Duplicate => ("duplicate", None, None),
+            Outcome::Rejected { code, reason } => ("rejected", Some(code), Some(reason)),
+        };
+        EventView {
+            seq: h.seq,
+            id: h.id,
+            ty: format!("{}{}", crate::core::events::TYPE_PREFIX, h.kind),
+            time: format_time_ms(h.time_ms),
+            source: h.source,
+            outcome,
+            reason_code,
+            reason,
+            note: h.note,
         }
     }
-}
-
-/// `GET /v1/job/script/orders/{execute_uuid}`: the ticket and every event that touched it.
-#[utoipa::path(get, path = "/v1/job/script/orders/{execute_uuid}",
-    params(
-        ("execute_uuid" = String, Path),
-        CallerHeaders,
-    ),
-    responses(
-        (status = 200, description = "The ticket and its history", body = DetailBody),
-        (status = 400, description = "The path or a header is invalid", body = ErrorBody),
-        (status = 401, description = "No or unknown credentials", body = ErrorBody),
-        (status = 403, description = "The project or the action is not granted", body = ErrorBody),
-        (status = 404, description = "No such ticket in the project", body = ErrorBody)
-    )
-)]
-pub async fn detail(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, Localized> {
-    let fail = |e: ApiError| caller.fail(e);
-    let (principal, project) = caller.authorize(&state, ACTION_GET)?;
-    // A path that does not decode to UTF-8 cannot name a ticket.
-    let Path(execute_uuid) = path.map_err(|_| fail(ApiError::QueryEncoding))?;
-    let projection = state.ledger.current();
-    let uuid = execute_uuid.clone();
-    let found = tokio::task::spawn_blocking(move || projection.ticket_by_uuid(&project, &uuid))
-        .await
-        .map_err(|e| fail(ApiError::internal(e)))?
-        .map_err(|e| fail(ApiError::internal(e)))?;
-    // A ticket the coc:JobType condition hides does not exist for this caller.
-    let ticket = found
-        .filter(|t| principal.sees_job_type(&t.job_type))
-        .ok_or_else(|| fail(ApiError::TicketNotFound(execute_uuid)))?;
-    Ok(Json(json!({ "data": TicketView::from(ticket) })))
 }
 
 /// A dead letter as the API shows it; the payload as text when it is UTF-8, else as hex.

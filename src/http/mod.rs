@@ -6,6 +6,7 @@
 mod access;
 pub mod auth;
 pub(crate) mod error;
+pub(crate) mod jobs;
 pub(crate) mod ledger;
 mod metrics;
 mod openapi;
@@ -23,7 +24,7 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -120,7 +121,17 @@ impl Caller {
         state: &'a AppState,
         action: &'static str,
     ) -> Result<(&'a Principal, ProjectId), Localized> {
-        let principal = self.principal(state, b"")?;
+        self.authorize_body(state, action, b"")
+    }
+
+    /// [`Caller::authorize`] for a request with a body, which a signature covers.
+    pub fn authorize_body<'a>(
+        &self,
+        state: &'a AppState,
+        action: &'static str,
+        body: &[u8],
+    ) -> Result<(&'a Principal, ProjectId), Localized> {
+        let principal = self.principal(state, body)?;
         let project = principal
             .authorize(
                 self.headers.get("x-project-id").map(|v| v.as_bytes()),
@@ -163,7 +174,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/job/script/orders/{execute_uuid}",
-            get(ledger::detail).fallback(method_not_allowed),
+            get(jobs::info).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}/batches",
+            get(jobs::batches).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}/batches/{batch_index}",
+            get(jobs::batch).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}/statistics",
+            get(jobs::statistics).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/job/script/orders/{execute_uuid}/operation",
+            put(jobs::operate).fallback(method_not_allowed),
         )
         .route(
             "/v1/ledger/dead-letters",

@@ -85,8 +85,36 @@ pub(crate) struct ErrorBody {
 /// The detail's answer.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub(crate) struct DetailBody {
-    data: super::ledger::TicketView,
+pub(crate) struct InfoBody<'a> {
+    data: super::jobs::models::OrderInfo<'a>,
+}
+
+/// The batches' answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BatchesBody<'a> {
+    data: Vec<super::jobs::models::BatchSummary<'a>>,
+}
+
+/// A batch page's answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BatchBody<'a> {
+    data: super::jobs::models::BatchDetail<'a>,
+}
+
+/// The statistics' answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StatisticsBody {
+    data: super::jobs::models::Statistics,
+}
+
+/// An operation's answer: the ticket's `execute_uuid`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct OperateBody {
+    data: String,
 }
 
 #[derive(ToSchema)]
@@ -197,7 +225,11 @@ impl Modify for Token {
     ),
     paths(
         super::orders::list,
-        super::ledger::detail,
+        super::jobs::info,
+        super::jobs::batches,
+        super::jobs::batch,
+        super::jobs::statistics,
+        super::jobs::operate,
         super::ledger::dead_letters,
         super::ledger::redrive,
         super::ledger::start_replay,
@@ -238,6 +270,13 @@ mod tests {
         for (path, method) in [
             ("/v1/job/script/orders", "get"),
             ("/v1/job/script/orders/{execute_uuid}", "get"),
+            ("/v1/job/script/orders/{execute_uuid}/batches", "get"),
+            (
+                "/v1/job/script/orders/{execute_uuid}/batches/{batch_index}",
+                "get",
+            ),
+            ("/v1/job/script/orders/{execute_uuid}/statistics", "get"),
+            ("/v1/job/script/orders/{execute_uuid}/operation", "put"),
             ("/v1/ledger/dead-letters", "get"),
             ("/v1/ledger/redrive", "post"),
             ("/v1/ledger/replay", "post"),
