@@ -361,7 +361,7 @@ async fn read_stream(settings: &Settings, upto: u64) -> anyhow::Result<Vec<RawMe
 /// what it must be, since every event for a ticket appends to its history.
 pub async fn verify(settings: &Settings, c: &AdminClient) -> anyhow::Result<VerifyReport> {
     let (anchor, live) = c.records().await?;
-    let last_of = |t: &Ticket| t.history.last().map_or(0, |h| h.seq);
+    let last_of = |t: &Ticket| t.last_seq();
     let upto = live
         .iter()
         .map(|(t, _)| last_of(t))

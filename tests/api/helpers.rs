@@ -115,6 +115,9 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
     s.store.path = store.to_owned();
     s.nats.url = nats_url.to_owned();
     s.nats.embedded = Embedded::Never;
+    // Below NATS's own 1 MB payload limit, so that a test can publish an event the ledger
+    // refuses as oversized (the default, 1 MiB, is NATS's limit itself).
+    s.ingest.max_event_bytes = 64 * 1024;
     s.auth = AuthSettings {
         principals: vec![
             principal("a", &["proj-a"], &["coc:job:list", "coc:job:get"], None),
@@ -123,7 +126,12 @@ pub fn settings(nats_url: &str, store: &Path) -> Settings {
             principal(
                 "admin",
                 &["proj-a"],
-                &["coc:job:list", "coc:job:get", "coc:ledger:admin"],
+                &[
+                    "coc:job:list",
+                    "coc:job:get",
+                    "coc:job:operate",
+                    "coc:ledger:admin",
+                ],
                 None,
             ),
             principal(

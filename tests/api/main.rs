@@ -3,6 +3,7 @@
 mod audit;
 mod binary;
 mod crash;
+mod family;
 mod helpers;
 mod list;
 mod metrics;
