@@ -43,7 +43,7 @@ access_keys = []
 [[auth.principals]]
 name = "fuzz"
 projects = ["proj-a"]
-actions = ["coc:job:list", "coc:job:get", "coc:ledger:admin"]
+actions = ["coc:job:list", "coc:job:get", "coc:job:operate", "coc:ledger:admin"]
 [[auth.tokens]]
 principal = "fuzz"
 sha256 = "$(printf '%s\n' "$TOKEN" | "$BIN" hash-token)"

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-nats-server.sh >/dev/null
 bash scripts/ensure-promtool.sh
-if ! python3 -c "import huaweicloudsdkcoc, pytest" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest
+if ! python3 -c "import huaweicloudsdkcoc, pytest, jsonschema" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest jsonschema
 fi
 cargo test --locked --workspace "$@"
 cargo build --locked --bin ticket-ledger

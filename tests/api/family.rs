@@ -387,3 +387,73 @@ async fn instances_fold_are_served_and_survive_a_restart_and_a_rebuild() {
     assert!(report.differences.is_empty(), "{:?}", report.differences);
     app.stop().await;
 }
+
+/// `ticket-ledger emit` publishes the v1.1 kinds from flags (and a plan from a file) as the
+/// daemon folds them; a flag a kind needs is asked for, and nothing is published without it.
+#[tokio::test]
+async fn emit_publishes_plans_and_instance_events_from_flags() {
+    let (nats, store, app, js) = start_env().await;
+    ensure_stream(&js).await;
+    let plan = store.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"script_name": "install", "script_version_uuid": 3,
+            "execute_batches": [{"batch_index": 1, "rotation_strategy": "PAUSE",
+                                 "target_instances": [{"instance_id": 1, "resource_id": "ecs-1"}]}]}"#,
+    )
+    .unwrap();
+    let url = nats.url();
+    let emit = move |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
+                    .arg("emit")
+                    .args(["--project", "proj-a", "--order-id", "60"])
+                    .args(args)
+                    .env("TICKET_LEDGER_NATS__URL", url)
+                    .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+                    .env("TICKET_LEDGER_LOG__LEVEL", "error")
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let mut created = args("--kind created --name n --creator c --execute-uuid U60 --plan");
+    created.push(plan.display().to_string());
+    for a in [
+        created,
+        args("--kind batch_started --batch-index 1"),
+        args("--kind instance_started --batch-index 1 --instance-id 1"),
+        args("--kind instance_finished --batch-index 1 --instance-id 1 --message done"),
+    ] {
+        let out = emit(a.clone()).await;
+        assert!(
+            out.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = emit(args("--kind instance_started --batch-index 1")).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--instance-id"));
+    app.wait_applied(4).await;
+    let (status, page) = get(&app, "/v1/job/script/orders/U60/batches/1").await;
+    assert_eq!(status, 200, "{page}");
+    let i = &page["data"]["execute_instances"][0];
+    assert_eq!(
+        (i["id"].clone(), i["status"].clone(), i["message"].clone()),
+        (json!(1), json!("FINISHED"), json!("done"))
+    );
+    let (_, info) = get(&app, "/v1/job/script/orders/U60").await;
+    assert_eq!(info["data"]["properties"]["script_name"], "install");
+    assert_eq!(info["data"]["properties"]["current_execute_batch_index"], 1);
+    assert_eq!(
+        app.projection().applied_seq(),
+        4,
+        "the refused emit published nothing"
+    );
+}

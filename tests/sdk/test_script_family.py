@@ -11,6 +11,7 @@ import socket
 import subprocess
 import urllib.request
 
+import jsonschema
 import pytest
 from huaweicloudsdkcoc.v1 import (
     CocClient,
@@ -81,6 +82,16 @@ def history():
             ev.append(e)
             expected[i] = (status, start, start + 500, msg)
     return ev, expected
+
+
+def test_the_events_follow_the_published_json_schema():
+    schema = json.loads((BINARY.parents[2] / "docs" / "events.schema.json").read_text())
+    events, _ = history()
+    for e in events:
+        jsonschema.validate(e, schema)
+    bad = dict(events[0], data=dict(events[0]["data"], script_version_uuid="v42"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
 
 
 def client_for(url, ak, sk):
@@ -277,6 +288,8 @@ def test_operations_are_checked_published_and_carried_out_by_the_executors_event
     subject, msg = sub.next_message()
     assert subject == "coc.job.script.demo.operation_requested"
     assert msg["type"] == "coc.job.script.operation_requested"
+    schema = json.loads((BINARY.parents[2] / "docs" / "events.schema.json").read_text())
+    jsonschema.validate(msg, schema)
     assert msg["data"] == {"project_id": "demo", "order_id": 1, "execute_uuid": UUID,
                            "operation_type": "CANCEL_INSTANCE", "batch_index": 1, "instance_id": 1149,
                            "requested_by": "operator"}
