@@ -1,10 +1,50 @@
 //! The benchmark's history: N tickets over 10 projects, 200 creators, names from about 2,000
 //! words, 2–5 events each, interleaved as an executor running many tickets at once would emit
-//! them, the same every run (a fixed seed).
+//! them, the same every run (a fixed seed). A tenth of the tickets (those with
+//! `(order_id / 10) % 10 == 0`, so every project has some) carry a plan of 2–5 batches of 10–50
+//! hosts, and their executor reports each host: `batch_started` per batch, then
+//! `instance_started` and `instance_finished` (one in twenty `instance_abnormal`) per host.
 
 use ticket_ledger::core::domain::ProjectId;
-use ticket_ledger::core::events::{CreatedData, Event, Kind};
+use ticket_ledger::core::events::{CreatedData, Detail, Event, InstanceEvent, Kind};
 use ticket_ledger::core::fold::{self, Ticket};
+use ticket_ledger::core::job::{Batch, Instance, Plan, Rotation, Script, Target};
+
+/// Whether the ticket carries a plan with batches and hosts.
+pub fn planned(order_id: u64) -> bool {
+    (order_id / 10).is_multiple_of(10)
+}
+
+/// The plan of a planned ticket: 2–5 batches of 10–50 hosts, ids `batch * 1000 + n`.
+fn plan(rng: &mut Rng) -> Plan {
+    let batches = (1..=2 + rng.below(4) as u32)
+        .map(|b| {
+            std::sync::Arc::new(Batch {
+                batch_index: b,
+                rotation_strategy: Rotation::Continue,
+                properties: None,
+                instances: (0..10 + rng.below(41))
+                    .map(|n| {
+                        Instance::planned(Target {
+                            instance_id: u64::from(b) * 1000 + n,
+                            resource_id: Some(format!("ecs-{b}-{n}")),
+                            region_id: Some("cn-north-4".into()),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    Plan {
+        script: Script {
+            script_name: Some("bench-script".into()),
+            script_version_uuid: Some(1),
+            ..Default::default()
+        },
+        batches,
+    }
+}
 
 /// A small deterministic PRNG (SplitMix64): the same history every run.
 struct Rng(u64);
@@ -61,6 +101,44 @@ fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
     });
     let run = 1_000 + rng.below(600_000) as i64;
     let mut out = vec![created, ev(Kind::Started, t0 + 50, 1)];
+    let mut last_host = t0;
+    if planned(order_id) {
+        let p = plan(rng);
+        // The hosts run between the start and the ticket's end.
+        let mut n = 100;
+        let mut t = t0 + 60;
+        for b in &p.batches {
+            let mut e = ev(Kind::BatchStarted, t, n);
+            e.detail = Detail::Batch {
+                batch_index: b.batch_index,
+            };
+            out.push(e);
+            n += 1;
+            for i in &b.instances {
+                for kind in [
+                    Kind::InstanceStarted,
+                    if rng.below(20) == 0 {
+                        Kind::InstanceAbnormal
+                    } else {
+                        Kind::InstanceFinished
+                    },
+                ] {
+                    t += 1;
+                    let mut e = ev(kind, t, n);
+                    e.detail = Detail::Instance(InstanceEvent {
+                        batch_index: b.batch_index,
+                        instance_id: i.id(),
+                        message: (kind != Kind::InstanceStarted).then(|| "exit 0".into()),
+                    });
+                    out.push(e);
+                    n += 1;
+                }
+            }
+        }
+        out[0].created.as_mut().expect("created").plan = Some(Box::new(p));
+        last_host = t;
+    }
+    let run = run.max(last_host - t0 + 1);
     match rng.below(10) {
         0..=5 => out.push(ev(Kind::Finished, t0 + run, 2)),
         6 => out.push(ev(Kind::Cancelled, t0 + run, 2)),
@@ -123,8 +201,10 @@ impl Iterator for History {
             for e in events.iter() {
                 t = fold::apply(t, e, 0).ticket;
             }
+            // The list's fields only: the PostgreSQL baseline is a list.
             last = t.map(|mut t| {
                 t.history = Vec::new();
+                t.plan = None;
                 t
             });
             self.live.swap_remove(pick);

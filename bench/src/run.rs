@@ -11,7 +11,7 @@ use ticket_ledger::config::Settings;
 
 use crate::procs::{KillOnDrop, cpu_secs, dir_size, free_port, peak_rss_kib};
 use crate::reads::{Limit, RawRead, publish_history, raw_read, raw_read_own};
-use crate::stats::{Latency, get_page, measure_query, readyz};
+use crate::stats::{Latency, get_page, measure_path, measure_query, readyz};
 use crate::{BENCH_TOKEN, postgres, report};
 
 /// Benchmark options.
@@ -122,7 +122,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         &config,
         format!(
             "[[auth.principals]]\nname = \"bench\"\nprojects = [{}]\n\
-             actions = [\"coc:job:list\", \"coc:ledger:admin\"]\n\n\
+             actions = [\"coc:job:list\", \"coc:job:get\", \"coc:ledger:admin\"]\n\n\
              [[auth.tokens]]\nprincipal = \"bench\"\nsha256 = \"{}\"\n\n\
              [auth]\naccess_keys = []\n",
             projects.join(", "),
@@ -245,6 +245,26 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             l.p50_us, l.p99_us, l.rps
         );
         rows.push((name.to_string(), q.clone(), l));
+    }
+    // A page of a batch's hosts, as Terraform reads it, of a planned ticket of project-0.
+    let planned = (opts.tickets / 2) / 100 * 100;
+    if planned > 0 && crate::history::planned(planned) {
+        let path = format!("/v1/job/script/orders/SCT{planned:012}/batches/1?limit=100");
+        let l = measure_path(
+            &http,
+            &base,
+            "project-0",
+            &path,
+            opts.requests,
+            opts.throughput_secs,
+        )
+        .await
+        .context("batch page")?;
+        eprintln!(
+            "batch page: p50 {:.0}µs p99 {:.0}µs, {:.0} req/s",
+            l.p50_us, l.p99_us, l.rps
+        );
+        rows.push(("batch page".to_string(), path, l));
     }
     // The deep page against the first page, alternating request by request so that both see
     // the same machine (measured one after the other, they differed by the machine's drift).

@@ -103,9 +103,26 @@ pub async fn measure_query(
     requests: usize,
     secs: u64,
 ) -> anyhow::Result<Latency> {
-    let url = format!("{base}/v1/job/script/orders?{query}");
+    let path = format!("/v1/job/script/orders?{query}");
+    measure_path(http, base, project, &path, requests, secs).await
+}
+
+/// [`measure_query`] of any route; `total` is the answer's `data.total`, or else its
+/// `data.total_instances` (a batch page), or 0.
+pub async fn measure_path(
+    http: &reqwest::Client,
+    base: &str,
+    project: &str,
+    path: &str,
+    requests: usize,
+    secs: u64,
+) -> anyhow::Result<Latency> {
+    let url = format!("{base}{path}");
     let first: serde_json::Value = serde_json::from_slice(&get_page(http, &url, project).await?)?;
-    let total = first["data"]["total"].as_u64().unwrap_or(0);
+    let total = first["data"]["total"]
+        .as_u64()
+        .or_else(|| first["data"]["total_instances"].as_u64())
+        .unwrap_or(0);
     let mut times = Vec::with_capacity(requests);
     for _ in 0..requests {
         let t = Instant::now();

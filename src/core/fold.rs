@@ -485,7 +485,8 @@ fn apply_instance(
         t.history.push(entry(&mut event, seq, &effect));
         return effect;
     }
-    let batch = batch.expect("found above");
+    // Copied here if a snapshot still shares it (see `Plan::batches`).
+    let batch = std::sync::Arc::make_mut(batch.expect("found above"));
     let pos = batch
         .instances
         .binary_search_by_key(&at.instance_id, job::Instance::id)

@@ -22,6 +22,8 @@
 //! the plan apart, one key for its head and one per batch (see [`crate::store`]), and the list view
 //! never sees it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::domain::Status;
@@ -101,8 +103,10 @@ pub enum Rotation {
 pub struct Plan {
     /// The script and its parameters.
     pub script: Script,
-    /// The batches, ascending by `batch_index`.
-    pub batches: Vec<Batch>,
+    /// The batches, ascending by `batch_index`. Shared, copied on write: a ticket is copied
+    /// whenever a fold finds it in the write in progress, and with `Arc` that copies pointers,
+    /// not hundreds of hosts; an instance event then copies its own batch only.
+    pub batches: Vec<Arc<Batch>>,
 }
 
 /// The script a ticket runs (`JobScriptOrderInfoProp` without the batch index).
@@ -251,7 +255,7 @@ pub struct Target {
     /// The host agent's status.
     pub agent_status: Option<String>,
     /// The host's properties.
-    pub properties: Option<HostProperties>,
+    pub properties: Option<Box<HostProperties>>,
 }
 
 /// One custom attribute of a host.
@@ -279,7 +283,10 @@ pub struct HostProperties {
 impl Plan {
     /// The batch with this index.
     pub fn batch(&self, batch_index: u32) -> Option<&Batch> {
-        self.batches.iter().find(|b| b.batch_index == batch_index)
+        self.batches
+            .iter()
+            .find(|b| b.batch_index == batch_index)
+            .map(|b| &**b)
     }
 
     /// Where the instance with this id is: (batch position, instance position).
@@ -297,14 +304,19 @@ impl Plan {
     pub fn instances(&self) -> impl Iterator<Item = (&Batch, &Instance)> {
         self.batches
             .iter()
-            .flat_map(|b| b.instances.iter().map(move |i| (b, i)))
+            .flat_map(|b| b.instances.iter().map(move |i| (&**b, i)))
     }
 
     /// Ends every instance still READY or PROCESSING: the ticket ended at `end_ms` by `how`
     /// (`finished` or `cancelled`).
     pub(crate) fn close_running(&mut self, end_ms: i64, how: &str) {
-        for i in self.batches.iter_mut().flat_map(|b| b.instances.iter_mut()) {
-            if matches!(i.status, InstanceStatus::Ready | InstanceStatus::Processing) {
+        let running =
+            |i: &Instance| matches!(i.status, InstanceStatus::Ready | InstanceStatus::Processing);
+        for b in &mut self.batches {
+            if !b.instances.iter().any(running) {
+                continue;
+            }
+            for i in Arc::make_mut(b).instances.iter_mut().filter(|i| running(i)) {
                 i.status = InstanceStatus::Canceled;
                 i.gmt_finished = Some(end_ms);
                 i.message

@@ -325,7 +325,7 @@ pub fn decode_plan<'a>(
         .into_iter()
         .map(|b| {
             let b: StoredBatch = whole(b)?;
-            Ok(Batch {
+            Ok(std::sync::Arc::new(Batch {
                 batch_index: b.batch_index,
                 rotation_strategy: b.rotation_strategy,
                 properties: b.properties,
@@ -341,7 +341,7 @@ pub fn decode_plan<'a>(
                         history: i.history.into_iter().map(HistoryEntry::from).collect(),
                     })
                     .collect(),
-            })
+            }))
         })
         .collect::<Result<Vec<_>, RecordError>>()?;
     Ok(crate::core::job::Plan { script, batches })

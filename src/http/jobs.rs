@@ -100,7 +100,7 @@ pub async fn batches(
         .plan
         .iter()
         .flat_map(|p| &p.batches)
-        .map(BatchSummary::of)
+        .map(|b| BatchSummary::of(b))
         .collect();
     Ok(Json(json!({ "data": all })))
 }

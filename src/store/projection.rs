@@ -259,7 +259,7 @@ impl Projection {
         let folded = fold_decoded(batch, applied, |k| match pending.tickets.remove(k) {
             Some(t) => Ok(Some(t)),
             None if pending.seen.is_unseen(k) => Ok(None),
-            None => self.cold_ticket(k),
+            None => self.take_cold_ticket(k),
         });
         let commit = match folded {
             Ok(c) => c,
@@ -295,6 +295,31 @@ impl Projection {
         for snap in snapshots.into_iter().flatten() {
             if let Some(t) = snap.tickets.get(key) {
                 return Ok(Some(t.clone()));
+            }
+        }
+        self.store.ticket(&key.0, key.1)
+    }
+
+    /// [`Projection::cold_ticket`] for the fold, which will put the ticket back in the buffer:
+    /// a ticket of the snapshot written last is moved out of it rather than copied, when no
+    /// reader holds that snapshot. That snapshot holds what sled holds for its tickets, so a
+    /// reader that no longer finds the ticket there reads the same state from sled. Copying was
+    /// what the live tickets cost after every hand-off, and a ticket with a plan of hundreds of
+    /// hosts is large.
+    fn take_cold_ticket(&self, key: &TicketKey) -> Result<Option<Ticket>, StoreError> {
+        {
+            let mut w = self.writer.lock();
+            if let Some(t) = w.in_flight.as_ref().and_then(|s| s.tickets.get(key)) {
+                return Ok(Some(t.clone()));
+            }
+            if let Some(last) = w.last_written.as_mut() {
+                let found = match Arc::get_mut(last) {
+                    Some(snap) => snap.tickets.remove(key),
+                    None => last.tickets.get(key).cloned(),
+                };
+                if found.is_some() {
+                    return Ok(found);
+                }
             }
         }
         self.store.ticket(&key.0, key.1)

@@ -106,7 +106,7 @@ pub(super) fn plan(x: &Extra<'_>) -> Result<Option<Box<Plan>>, DecodeError> {
     let mut batches = Vec::new();
     let mut ids = HashSet::new();
     for b in x.execute_batches.unwrap_or(&[]) {
-        batches.push(batch(b, &mut ids)?);
+        batches.push(std::sync::Arc::new(batch(b, &mut ids)?));
     }
     batches.sort_by_key(|b| b.batch_index);
     if let Some(w) = batches

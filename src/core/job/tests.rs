@@ -216,8 +216,9 @@ fn every_instance_transition_matches_the_table() {
         for status in InstanceStatus::ALL {
             let mut tk = ticket();
             let plan = tk.plan.as_mut().unwrap();
-            plan.batches[0].instances[0].status = status;
-            plan.batches[0].instances[0].gmt_created = Some(0);
+            let first = &mut std::sync::Arc::make_mut(&mut plan.batches[0]).instances[0];
+            first.status = status;
+            first.gmt_created = Some(0);
             let mut tk = Some(tk);
             let effect = step(&mut tk, instance_event(kind, "x", 5, 1, 10), 2);
             let i = instance(tk.as_ref().unwrap(), 10);
@@ -460,7 +461,8 @@ fn operations_are_checked_against_the_ticket() {
             .code(),
         "unknown_instance"
     );
-    t.plan.as_mut().unwrap().batches[1].instances[0].status = InstanceStatus::Finished;
+    std::sync::Arc::make_mut(&mut t.plan.as_mut().unwrap().batches[1]).instances[0].status =
+        InstanceStatus::Finished;
     assert_eq!(
         job::check(&t, &op(CancelInstance, None, Some(30)))
             .unwrap_err()
@@ -499,7 +501,11 @@ fn a_plan_survives_its_stored_form_and_encoding_round_trips() {
     let tk = tk.unwrap();
     let plan = tk.plan.as_ref().unwrap();
     let head = record::encode_plan_head(&plan.script);
-    let batches: Vec<Vec<u8>> = plan.batches.iter().map(record::encode_batch).collect();
+    let batches: Vec<Vec<u8>> = plan
+        .batches
+        .iter()
+        .map(|b| record::encode_batch(b))
+        .collect();
     let back = record::decode_plan(&head, batches.iter().map(|b| &b[..])).unwrap();
     assert_eq!(&back, &**plan);
     let (head_only, has_plan) = record::decode_flagged(&record::encode(&tk)).unwrap();

@@ -252,7 +252,7 @@ impl<'a> InstanceView<'a> {
                 custom_attributes: &t.custom_attributes,
                 agent_sn: t.agent_sn.as_deref(),
                 agent_status: t.agent_status.as_deref(),
-                properties: t.properties.as_ref(),
+                properties: t.properties.as_deref(),
             },
             gmt_created: i.gmt_created,
             gmt_finished: i.gmt_finished,
