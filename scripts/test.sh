@@ -3,7 +3,8 @@
 #   1. cargo test: unit tests (the daemon's and the benchmark's), and the integration tests,
 #      which start their own nats-server (on a port it picks and reports) with their own temp dirs;
 #   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon;
-#   3. scripts/api-fuzz.sh: schemathesis against the built daemon, with its OpenAPI document.
+#   3. scripts/browser-test.sh: the console in Debian's headless chromium, with Playwright;
+#   4. scripts/api-fuzz.sh: schemathesis against the built daemon, with its OpenAPI document.
 # Installs what is missing first: nats-server, promtool (for the metrics test), and the SDK with
 # pytest (from PyPI).
 set -euo pipefail
@@ -16,4 +17,5 @@ fi
 cargo test --locked --workspace "$@"
 cargo build --locked --bin ticket-ledger
 python3 -m pytest -q tests/sdk
+bash scripts/browser-test.sh
 bash scripts/api-fuzz.sh

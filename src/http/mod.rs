@@ -5,6 +5,7 @@
 
 mod access;
 pub mod auth;
+mod console;
 pub(crate) mod error;
 pub(crate) mod jobs;
 pub(crate) mod ledger;
@@ -218,6 +219,11 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(openapi::openapi_json).fallback(method_not_allowed),
         )
+        .route("/", get(console::to_console))
+        .route("/console", get(console::to_console))
+        .route("/console/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
