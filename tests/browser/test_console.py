@@ -221,6 +221,7 @@ def test_the_console_in_a_real_browser(ledger):
         # The audit page: the dead letter is listed with its reason.
         page.locator("#nav-audit").click()
         expect(page.locator("#reasons")).to_contain_text("ticket_closed: 1")
+        expect(page.locator("#audit-page dl.fields").first).to_contain_text("Lag (seconds)0")
         shot("08-audit")
 
         # Chinese: the labels, and the API's messages in Chinese.

@@ -336,10 +336,18 @@ async function renderTicket(uuid, params) {
   show("ticket-page");
 }
 
+/** One gauge of `/metrics` (Prometheus text), with the session's token; null if absent. */
+async function metric(name) {
+  const r = await fetch("/metrics", { headers: { "X-Auth-Token": sessionStorage.getItem("token") || "" } });
+  if (!r.ok) return null;
+  const line = (await r.text()).split("\n").find((l) => l.startsWith(name + " "));
+  return line ? Number(line.slice(name.length + 1)) : null;
+}
+
 async function renderAudit() {
   const page = document.getElementById("audit-page");
-  const [dl, replay, ready] = await Promise.all([api("/v1/ledger/dead-letters?limit=200"), api("/v1/ledger/replay"),
-    fetch("/readyz").then((r) => r.json())]);
+  const [dl, replay, ready, lagSeconds] = await Promise.all([api("/v1/ledger/dead-letters?limit=200"), api("/v1/ledger/replay"),
+    fetch("/readyz").then((r) => r.json()), metric("ticket_ledger_lag_seconds")]);
   const d = dl.data;
   const result = el("p", { role: "status", id: "redrive-status" });
   const rows = d.dead_letters.map((x) => el("tr", {},
@@ -349,7 +357,7 @@ async function renderAudit() {
   page.replaceChildren(el("h1", {}, t("audit")),
     el("h2", {}, t("health")), el("div", { class: "card" }, fields([
       [t("ready"), ready.ready ? t("yes") : t("no")], [t("connected"), ready.nats_connected ? t("yes") : t("no")],
-      [t("lag"), String(ready.lag)], [t("viewInStep"), ready.view_seq === ready.applied_seq ? t("yes") : t("no")],
+      [t("lag"), String(ready.lag)], [t("lagSeconds"), lagSeconds === null ? "—" : String(lagSeconds)], [t("viewInStep"), ready.view_seq === ready.applied_seq ? t("yes") : t("no")],
       ["applied_seq / stream_last_seq", `${ready.applied_seq} / ${ready.stream_last_seq}`]])),
     el("h2", {}, t("rebuild")), el("div", { class: "card" }, fields(Object.entries(replay.data || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]))),
     el("h2", {}, t("deadLetters")),
