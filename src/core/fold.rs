@@ -461,36 +461,36 @@ fn apply_instance(
         return Effect::Rejected(FoldRejection::UnknownTicket);
     };
     let status = t.status;
-    let batch = t.plan.as_mut().and_then(|p| {
-        p.batches
-            .iter_mut()
-            .find(|b| b.batch_index == at.batch_index)
-    });
-    let missing = match &batch {
-        None => Some(FoldRejection::UnknownBatch(at.batch_index)),
-        Some(b)
-            if b.instances
+    let place = t
+        .plan
+        .as_ref()
+        .and_then(|p| {
+            p.batches
+                .iter()
+                .position(|b| b.batch_index == at.batch_index)
+        })
+        .ok_or(FoldRejection::UnknownBatch(at.batch_index))
+        .and_then(|b| {
+            let batch = &t.plan.as_ref().expect("located above").batches[b];
+            batch
+                .instances
                 .binary_search_by_key(&at.instance_id, job::Instance::id)
-                .is_err() =>
-        {
-            Some(FoldRejection::UnknownInstance {
-                batch_index: at.batch_index,
-                instance_id: at.instance_id,
-            })
+                .map(|i| (b, i))
+                .map_err(|_| FoldRejection::UnknownInstance {
+                    batch_index: at.batch_index,
+                    instance_id: at.instance_id,
+                })
+        });
+    let (b, pos) = match place {
+        Ok(place) => place,
+        Err(r) => {
+            let effect = Effect::Rejected(r);
+            t.history.push(entry(&mut event, seq, &effect));
+            return effect;
         }
-        Some(_) => None,
     };
-    if let Some(r) = missing {
-        let effect = Effect::Rejected(r);
-        t.history.push(entry(&mut event, seq, &effect));
-        return effect;
-    }
     // Copied here if a snapshot still shares it (see `Plan::batches`).
-    let batch = std::sync::Arc::make_mut(batch.expect("found above"));
-    let pos = batch
-        .instances
-        .binary_search_by_key(&at.instance_id, job::Instance::id)
-        .expect("found above");
+    let batch = std::sync::Arc::make_mut(&mut t.plan.as_mut().expect("located above").batches[b]);
     let instance = &mut batch.instances[pos];
     let (from, to) = instance_edge(event.kind);
     let started = instance.gmt_created;

@@ -289,17 +289,6 @@ impl Plan {
             .map(|b| &**b)
     }
 
-    /// Where the instance with this id is: (batch position, instance position).
-    pub fn locate(&self, instance_id: u64) -> Option<(usize, usize)> {
-        self.batches.iter().enumerate().find_map(|(b, batch)| {
-            batch
-                .instances
-                .binary_search_by_key(&instance_id, Instance::id)
-                .ok()
-                .map(|i| (b, i))
-        })
-    }
-
     /// Every instance.
     pub fn instances(&self) -> impl Iterator<Item = (&Batch, &Instance)> {
         self.batches

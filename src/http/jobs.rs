@@ -115,35 +115,18 @@ struct InstanceQuery {
 }
 
 fn parse_instance_query(raw: Option<&str>) -> Result<InstanceQuery, ApiError> {
-    let mut q = InstanceQuery {
-        status: None,
-        limit: PageLimit::DEFAULT,
-        marker: None,
-    };
-    let mut seen = Vec::new();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        if v.contains('\u{FFFD}') || k.contains('\u{FFFD}') {
-            return Err(ApiError::QueryEncoding);
-        }
-        let name = match &*k {
-            "status" => "status",
-            "limit" => "limit",
-            "marker" => "marker",
-            _ => continue,
-        };
-        if seen.contains(&name) {
-            return Err(ApiError::RepeatedParam(name.to_owned()));
-        }
-        seen.push(name);
-        match name {
-            "status" => {
-                q.status = Some(InstanceStatus::parse(&v).ok_or(ApiError::InstanceStatus)?);
-            }
-            "limit" => q.limit = PageLimit::parse(&v)?,
-            _ => q.marker = Some(Marker::parse(&v)?),
-        }
-    }
-    Ok(q)
+    let params = super::orders::known_params(raw, &["status", "limit", "marker"])?;
+    let get = |k: &str| params.get(k).map(String::as_str);
+    Ok(InstanceQuery {
+        status: get("status")
+            .map(|s| InstanceStatus::parse(s).ok_or(ApiError::InstanceStatus))
+            .transpose()?,
+        limit: get("limit")
+            .map(PageLimit::parse)
+            .transpose()?
+            .unwrap_or(PageLimit::DEFAULT),
+        marker: get("marker").map(Marker::parse).transpose()?,
+    })
 }
 
 /// `GET …/{execute_uuid}/batches/{batch_index}?status=&limit=&marker=`: one page of a batch's

@@ -31,19 +31,30 @@ const KNOWN: [&str; 7] = [
     "name_like",
 ];
 
-/// Parses the raw query string into a [`Query`]. Every failure is a 400 with the parameter named.
-pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+/// The parameters of a raw query string that are in `known`, percent-decoded; any other
+/// parameter is ignored, as COC does. A query that is not UTF-8 once decoded, or a known
+/// parameter given twice, is an error.
+pub(crate) fn known_params(
+    raw: Option<&str>,
+    known: &[&'static str],
+) -> Result<HashMap<&'static str, String>, ApiError> {
     let mut params: HashMap<&'static str, String> = HashMap::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if v.contains('\u{FFFD}') || k.contains('\u{FFFD}') {
             return Err(ApiError::QueryEncoding);
         }
-        if let Some(name) = KNOWN.iter().find(|n| **n == k)
+        if let Some(name) = known.iter().find(|n| **n == k)
             && params.insert(name, v.into_owned()).is_some()
         {
             return Err(ApiError::RepeatedParam((*name).to_owned()));
         }
     }
+    Ok(params)
+}
+
+/// Parses the raw query string into a [`Query`]. Every failure is a 400 with the parameter named.
+pub fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+    let params = known_params(raw, &KNOWN)?;
     let get = |k: &str| params.get(k).map(String::as_str);
     Ok(Query {
         limit: get("limit")

@@ -20,12 +20,7 @@ use crate::core::record;
 pub(super) const PLAN: u8 = b'p';
 
 fn plan_prefix(project: &ProjectId, order_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + project.as_str().len() + 12);
-    k.push(PLAN);
-    k.extend_from_slice(project.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&order_id.to_be_bytes());
-    k
+    super::records::keyed(PLAN, project, order_id)
 }
 
 fn part_key(project: &ProjectId, order_id: u64, part: u32) -> Vec<u8> {

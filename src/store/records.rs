@@ -85,8 +85,14 @@ fn dead_key(seq: u64) -> Vec<u8> {
 }
 
 fn ticket_key(project: &ProjectId, order_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + project.as_str().len() + 8);
-    k.push(TICKET);
+    keyed(TICKET, project, order_id)
+}
+
+/// `prefix` project `\0` order_id (u64 BE): the key of a ticket's record, and the start of its
+/// plan's keys ([`super::plans`]).
+pub(super) fn keyed(prefix: u8, project: &ProjectId, order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + project.as_str().len() + 12);
+    k.push(prefix);
     k.extend_from_slice(project.as_str().as_bytes());
     k.push(0);
     k.extend_from_slice(&order_id.to_be_bytes());

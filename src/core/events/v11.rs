@@ -237,19 +237,8 @@ pub(super) fn plan_json(plan: &Plan, data: &mut Value) {
     data["script_version_uuid"] = json!(s.script_version_uuid);
     data["script_version_name"] = json!(s.script_version_name);
     if let Some(p) = &s.execute_param {
-        data["execute_param"] = json!({
-            "resourceful": p.resourceful,
-            "timeout": p.timeout,
-            "success_rate": p.success_rate.map(|r| r.0),
-            "execute_user": p.execute_user,
-            "script_params": p.script_params.iter().map(|sp| json!({
-                "param_name": sp.param_name,
-                "param_value": sp.param_value,
-                "param_order": sp.param_order,
-                "param_refer": sp.param_refer,
-                "sensitive": sp.sensitive,
-            })).collect::<Vec<_>>(),
-        });
+        // Its derive writes the event's own field names (`sensitive` included).
+        data["execute_param"] = json!(p);
     }
     data["execute_batches"] = plan
         .batches
