@@ -5,10 +5,7 @@ origin. Screenshots of each step go to target/console-screenshots/ (test output,
 """
 
 import hashlib
-import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "sdk"))
-from test_official_sdk import BINARY, daemon_port, event, nats_port, nats_server_binary, readyz, wait_for  # noqa: E402
+from test_official_sdk import event, readyz, running_ledger, wait_for  # noqa: E402
 
 TOKEN = "console-token"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -71,46 +68,15 @@ def history():
 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory):
-    assert BINARY.exists(), f"{BINARY} is missing: run `cargo build` first (.ci/run does)"
     tmp = tmp_path_factory.mktemp("console")
-    nats = subprocess.Popen([nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(tmp / "js"),
-                             "--ports_file_dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = nats_port(tmp)
-    config = tmp / "ledger.toml"
-    config.write_text(f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-path = "{tmp / 'store'}"
-[nats]
-url = "nats://127.0.0.1:{port}"
-embedded = "never"
-[auth]
-principals = [{{ name = "operator", projects = ["demo"], actions = ["coc:job:list", "coc:job:get", "coc:ledger:admin"] }}]
+    auth = f"""principals = [{{ name = "operator", projects = ["demo"], actions = ["coc:job:list", "coc:job:get", "coc:ledger:admin"] }}]
 tokens = [{{ principal = "operator", sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}" }}]
-access_keys = []
-""")
-    env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__FORMAT="json",
-               TICKET_LEDGER_LOG__LEVEL="warn,ticket_ledger::app=info")
-    daemon = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{daemon_port(daemon)}"
-    try:
-        wait_for(lambda: readyz(url)["nats_connected"], "the daemon")
+access_keys = []"""
+    with running_ledger(tmp, auth) as (url, _, emit):
         events = history()
-        lines = "\n".join(json.dumps(e) for e in events) + "\n"
-        subprocess.run([str(BINARY), "emit", "--file", "-"], input=lines.encode(), env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        emit(events)
         wait_for(lambda: readyz(url)["applied_seq"] == len(events), "ingestion")
-        def emit(more):
-            lines = "\n".join(json.dumps(e) for e in more) + "\n"
-            subprocess.run([str(BINARY), "emit", "--file", "-"], input=lines.encode(), env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         yield url, emit
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
-        nats.kill()
-        nats.wait()
 
 
 def chromium():

@@ -5,6 +5,7 @@ Starts its own nats-server and the daemon binary, each on a port it binds itself
 built: filters, marker paging, a wrong secret key.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -125,18 +126,21 @@ def tickets():
     return events, expected
 
 
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory):
+@contextlib.contextmanager
+def running_ledger(tmp, auth):
+    """A nats-server and the daemon binary, each on a port it binds and reports, with `auth` as
+    the config's [auth] table; yields (daemon URL, NATS port, emit), where emit(events)
+    publishes events with `ticket-ledger emit --file -`. Stops both on exit."""
     assert BINARY.exists(), f"{BINARY} is missing: run `cargo build` first (.ci/run does)"
-    tmp = tmp_path_factory.mktemp("ledger")
     nats = subprocess.Popen(
         [nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(tmp / "js"),
          "--ports_file_dir", str(tmp)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = nats_port(tmp)
-    (tmp / "sk").write_text(SK + "\n")
-    config = tmp / "ledger.toml"
-    config.write_text(f"""
+    daemon = None
+    try:
+        port = nats_port(tmp)
+        config = tmp / "ledger.toml"
+        config.write_text(f"""
 [http]
 listen = "127.0.0.1:0"
 [store]
@@ -145,28 +149,41 @@ path = "{tmp / 'store'}"
 url = "nats://127.0.0.1:{port}"
 embedded = "never"
 [auth]
-principals = [{{ name = "sdk", projects = ["demo"], actions = ["coc:job:list"] }}]
-tokens = []
-access_keys = [{{ principal = "sdk", access_key = "{AK}", secret_key_file = "{tmp / 'sk'}" }}]
+{auth}
 """)
-    env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__FORMAT="json",
-               TICKET_LEDGER_LOG__LEVEL="warn,ticket_ledger::app=info")
-    daemon = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{daemon_port(daemon)}"
-    try:
+        env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__FORMAT="json",
+                   TICKET_LEDGER_LOG__LEVEL="warn,ticket_ledger::app=info")
+        daemon = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{daemon_port(daemon)}"
         wait_for(lambda: readyz(url)["nats_connected"], "the daemon")
-        events, expected = tickets()
-        lines = "\n".join(json.dumps(e) for e in events) + "\n"
-        subprocess.run([str(BINARY), "emit", "--file", "-"], input=lines.encode(), env=env,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: readyz(url)["applied_seq"] == len(events), "ingestion")
-        yield url, expected
+
+        def emit(events):
+            lines = "\n".join(json.dumps(e) for e in events) + "\n"
+            subprocess.run([str(BINARY), "emit", "--file", "-"], input=lines.encode(), env=env,
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        yield url, port, emit
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
         nats.kill()
         nats.wait()
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ledger")
+    (tmp / "sk").write_text(SK + "\n")
+    auth = f"""principals = [{{ name = "sdk", projects = ["demo"], actions = ["coc:job:list"] }}]
+tokens = []
+access_keys = [{{ principal = "sdk", access_key = "{AK}", secret_key_file = "{tmp / 'sk'}" }}]"""
+    with running_ledger(tmp, auth) as (url, _, emit):
+        events, expected = tickets()
+        emit(events)
+        wait_for(lambda: readyz(url)["applied_seq"] == len(events), "ingestion")
+        yield url, expected
 
 
 def readme_snippet():

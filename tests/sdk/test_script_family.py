@@ -6,9 +6,7 @@ executor would.
 
 import hashlib
 import json
-import os
 import socket
-import subprocess
 import urllib.request
 
 import jsonschema
@@ -26,7 +24,7 @@ from huaweicloudsdkcoc.v1 import (
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions import exceptions
 
-from test_official_sdk import BINARY, daemon_port, event, nats_port, nats_server_binary, readyz, wait_for
+from test_official_sdk import BINARY, event, readyz, running_ledger, wait_for
 
 AK, SK = "SDKFAMILYACCESSKEY01", "sdk-family-secret"
 READER_AK, READER_SK = "SDKFAMILYREADER00001", "sdk-family-reader-secret"
@@ -135,26 +133,10 @@ class Subscriber:
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
-    assert BINARY.exists(), f"{BINARY} is missing: run `cargo build` first (.ci/run does)"
     tmp = tmp_path_factory.mktemp("family")
-    nats = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", str(tmp / "js"),
-         "--ports_file_dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = nats_port(tmp)
     (tmp / "sk").write_text(SK + "\n")
     (tmp / "reader-sk").write_text(READER_SK + "\n")
-    config = tmp / "ledger.toml"
-    config.write_text(f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-path = "{tmp / 'store'}"
-[nats]
-url = "nats://127.0.0.1:{port}"
-embedded = "never"
-[auth]
-principals = [
+    auth = f"""principals = [
   {{ name = "operator", projects = ["demo"], actions = ["coc:job:list", "coc:job:get", "coc:job:operate"] }},
   {{ name = "reader", projects = ["demo"], actions = ["coc:job:list", "coc:job:get"] }},
 ]
@@ -162,30 +144,12 @@ tokens = [{{ principal = "operator", sha256 = "{hashlib.sha256(TOKEN.encode()).h
 access_keys = [
   {{ principal = "operator", access_key = "{AK}", secret_key_file = "{tmp / 'sk'}" }},
   {{ principal = "reader", access_key = "{READER_AK}", secret_key_file = "{tmp / 'reader-sk'}" }},
-]
-""")
-    env = dict(os.environ, TICKET_LEDGER_CONFIG=str(config), TICKET_LEDGER_LOG__FORMAT="json",
-               TICKET_LEDGER_LOG__LEVEL="warn,ticket_ledger::app=info")
-    daemon = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{daemon_port(daemon)}"
-
-    def emit(events):
-        lines = "\n".join(json.dumps(e) for e in events) + "\n"
-        subprocess.run([str(BINARY), "emit", "--file", "-"], input=lines.encode(), env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    try:
-        wait_for(lambda: readyz(url)["nats_connected"], "the daemon")
+]"""
+    with running_ledger(tmp, auth) as (url, port, emit):
         events, expected = history()
         emit(events)
         wait_for(lambda: readyz(url)["applied_seq"] == len(events), "ingestion")
         yield dict(url=url, port=port, expected=expected, emit=emit)
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
-        nats.kill()
-        nats.wait()
 
 
 def all_instances(client, batch_index, status=None):
