@@ -99,15 +99,8 @@ async fn emit_binary_publishes_an_event_the_daemon_folds() {
     ensure_stream(&js).await;
     let url = nats.url();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
-            .args([
-                "emit",
-                "--binary",
-                "--kind",
-                "created",
-                "--project",
-                "proj-a",
-            ])
+        emit_command(&url)
+            .args(["--binary", "--kind", "created", "--project", "proj-a"])
             .args([
                 "--order-id",
                 "50",
@@ -122,9 +115,6 @@ async fn emit_binary_publishes_an_event_the_daemon_folds() {
                 "--time",
                 "2023-07-24T12:13:49.451Z",
             ])
-            .env("TICKET_LEDGER_NATS__URL", url)
-            .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
-            .env("TICKET_LEDGER_LOG__LEVEL", "error")
             .output()
             .unwrap()
     })

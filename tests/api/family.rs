@@ -407,13 +407,9 @@ async fn emit_publishes_plans_and_instance_events_from_flags() {
         let url = url.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
-                    .arg("emit")
+                emit_command(&url)
                     .args(["--project", "proj-a", "--order-id", "60"])
                     .args(args)
-                    .env("TICKET_LEDGER_NATS__URL", url)
-                    .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
-                    .env("TICKET_LEDGER_LOG__LEVEL", "error")
                     .output()
                     .unwrap()
             })

@@ -454,3 +454,13 @@ pub fn spawn_reporting_port(mut cmd: std::process::Command) -> (Child, u16) {
         .expect("the daemon reported no port within 60 s");
     (child, port)
 }
+
+/// `ticket-ledger emit` against the test's broker, quiet: add the arguments and run it.
+pub fn emit_command(nats_url: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"));
+    cmd.arg("emit")
+        .env("TICKET_LEDGER_NATS__URL", nats_url)
+        .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+        .env("TICKET_LEDGER_LOG__LEVEL", "error");
+    cmd
+}
