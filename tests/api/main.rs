@@ -649,12 +649,9 @@ async fn emit_streams_a_file_and_refuses_a_bad_one_whole() {
     }
     let url = nats.url();
     let emit = move |path: std::path::PathBuf| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"))
-            .arg("emit")
+        emit_command(&url)
             .arg("--file")
             .arg(path)
-            .env("TICKET_LEDGER_NATS__URL", &url)
-            .env("TICKET_LEDGER_LOG__LEVEL", "error")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
