@@ -118,7 +118,7 @@ impl App {
 }
 
 /// The write-behind policy the store settings describe.
-fn flush_policy(s: &StoreSettings) -> FlushPolicy {
+pub(crate) fn flush_policy(s: &StoreSettings) -> FlushPolicy {
     FlushPolicy {
         max_events: s.flush_events.max(1),
         max_interval: std::time::Duration::from_millis(s.flush_interval_ms),

@@ -65,6 +65,11 @@ pub struct Ticket {
     /// The batch the last `batch_started` named.
     #[serde(default)]
     pub current_execute_batch_index: Option<u32>,
+    /// Duplicates not written into a history because it already holds [`DUPLICATES_KEPT`] of
+    /// them (the ticket's own and its instances' together): a publisher stuck in a retry loop
+    /// must not grow a record without bound, yet nothing it sent goes uncounted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duplicates_unrecorded: u64,
     /// Every event that touched this ticket, in stream order, with its outcome: the audit trail.
     /// The fields above are the ticket's state; a rejected or duplicate event never changes them,
     /// it is only recorded here (and, if rejected, in the dead letters). Instance events are in
@@ -73,6 +78,30 @@ pub struct Ticket {
     /// The script, batches and instances, when `created` carried them (contract v1.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Box<Plan>>,
+}
+
+/// How many duplicates one history (a ticket's, or one instance's) records; later ones are only
+/// counted in [`Ticket::duplicates_unrecorded`].
+pub const DUPLICATES_KEPT: usize = 16;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Appends an event's entry to a history, unless it is a duplicate and the history already holds
+/// [`DUPLICATES_KEPT`] of them: then it is only counted.
+fn record(history: &mut Vec<HistoryEntry>, unrecorded: &mut u64, entry: HistoryEntry) {
+    let kept = || {
+        history
+            .iter()
+            .filter(|h| h.outcome == Outcome::Duplicate)
+            .count()
+    };
+    if entry.outcome == Outcome::Duplicate && kept() >= DUPLICATES_KEPT {
+        *unrecorded += 1;
+    } else {
+        history.push(entry);
+    }
 }
 
 impl Ticket {
@@ -317,6 +346,7 @@ fn created(event: Event) -> Ticket {
         execute_costs: None,
         status: Status::Ready,
         current_execute_batch_index: None,
+        duplicates_unrecorded: 0,
         history: Vec::new(),
         plan: c.plan,
     }
@@ -445,7 +475,8 @@ pub fn apply_in_place(ticket: &mut Option<Ticket>, mut event: Event, seq: u64) -
         Err(r) => Effect::Rejected(r),
     };
     if let Some(t) = ticket.as_mut() {
-        t.history.push(entry(&mut event, seq, &effect));
+        let e = entry(&mut event, seq, &effect);
+        record(&mut t.history, &mut t.duplicates_unrecorded, e);
     }
     effect
 }
@@ -522,7 +553,8 @@ fn apply_instance(
         }
         Effect::Applied
     };
-    instance.history.push(entry(&mut event, seq, &effect));
+    let e = entry(&mut event, seq, &effect);
+    record(&mut instance.history, &mut t.duplicates_unrecorded, e);
     effect
 }
 
@@ -687,6 +719,26 @@ mod tests {
             .unwrap();
         assert_eq!(t.status, Status::Paused);
         assert_eq!(t.gmt_finished, None);
+    }
+
+    #[test]
+    fn a_history_records_so_many_duplicates_and_counts_the_rest() {
+        let mut t = Some(created_at(1_000));
+        apply_in_place(&mut t, event(Kind::Started, "s", 2_000), 2);
+        let extra = 5;
+        for n in 0..DUPLICATES_KEPT as u64 + extra {
+            let effect = apply_in_place(&mut t, event(Kind::Started, "s", 2_000), 3 + n);
+            assert_eq!(effect, Effect::Duplicate);
+        }
+        let t = t.unwrap();
+        let recorded = t.history.iter().filter(|h| h.outcome == Outcome::Duplicate);
+        assert_eq!(recorded.count(), DUPLICATES_KEPT);
+        assert_eq!(t.duplicates_unrecorded, extra);
+        assert_eq!(t.status, Status::Processing);
+        // Other events are still recorded after the cap.
+        let mut t = Some(t);
+        apply_in_place(&mut t, event(Kind::Finished, "f", 3_000), 100);
+        assert_eq!(t.unwrap().history.last().unwrap().seq, 100);
     }
 
     #[test]

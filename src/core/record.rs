@@ -26,7 +26,7 @@ use crate::core::events::Kind;
 use crate::core::fold::{HistoryEntry, Outcome, Ticket};
 use crate::core::job::{Batch, Instance, InstanceStatus, Rotation, Script, Target};
 
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +48,7 @@ struct RecordRef<'a> {
     execute_costs: Option<i64>,
     status: Status,
     current_execute_batch_index: Option<u32>,
+    duplicates_unrecorded: u64,
     has_plan: bool,
     #[serde(serialize_with = "history_ref")]
     history: &'a [HistoryEntry],
@@ -104,6 +105,7 @@ struct Head {
     execute_costs: Option<i64>,
     status: Status,
     current_execute_batch_index: Option<u32>,
+    duplicates_unrecorded: u64,
     has_plan: bool,
 }
 
@@ -165,6 +167,7 @@ pub fn encode_into(t: &Ticket, w: &mut Vec<u8>) {
         execute_costs: t.execute_costs,
         status: t.status,
         current_execute_batch_index: t.current_execute_batch_index,
+        duplicates_unrecorded: t.duplicates_unrecorded,
         has_plan: t.plan.is_some(),
         history: &t.history,
     };
@@ -225,6 +228,7 @@ fn head(bytes: &[u8]) -> Result<(Ticket, bool, &[u8]), RecordError> {
         execute_costs: h.execute_costs,
         status: h.status,
         current_execute_batch_index: h.current_execute_batch_index,
+        duplicates_unrecorded: h.duplicates_unrecorded,
         history: Vec::new(),
         plan: None,
     };
@@ -365,6 +369,7 @@ mod tests {
             execute_costs: Some(20_842),
             status: Status::Canceled,
             current_execute_batch_index: Some(3),
+            duplicates_unrecorded: 5,
             plan: None,
             history: vec![
                 HistoryEntry {

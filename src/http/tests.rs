@@ -50,6 +50,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         status,
         history: vec![],
         current_execute_batch_index: None,
+        duplicates_unrecorded: 0,
         plan: None,
     };
     ledger

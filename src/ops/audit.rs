@@ -6,8 +6,7 @@
 //! HTTP endpoints (action `coc:ledger:admin`), never by opening the store, and never pause it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_nats::jetstream;
@@ -247,16 +246,7 @@ pub async fn replay(c: &AdminClient, accept_partial: bool) -> anyhow::Result<()>
         serde_json::json!({}),
     )
     .await?;
-    let tty = std::io::stderr().is_terminal();
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} events  {msg}")
-                .expect("valid template"),
-        );
-        b
-    });
-    let mut last_line = Instant::now() - Duration::from_secs(10);
+    let mut meter = super::progress::Meter::new("rebuild", "events");
     loop {
         let p = c.get("/v1/ledger/replay").await?;
         let done = p["done"].as_u64().unwrap_or(0);
@@ -265,23 +255,10 @@ pub async fn replay(c: &AdminClient, accept_partial: bool) -> anyhow::Result<()>
         let eta = p["eta_secs"]
             .as_f64()
             .map_or("?".into(), |s| format!("{s:.0}s"));
-        match &bar {
-            Some(b) => {
-                b.set_length(total.max(done));
-                b.set_position(done);
-                b.set_message(format!("{rate:.0} events/s  ETA {eta}"));
-            }
-            None if last_line.elapsed() >= Duration::from_secs(2) => {
-                eprintln!("rebuild: {done}/{total} events, {rate:.0} events/s, ETA {eta}");
-                last_line = Instant::now();
-            }
-            None => {}
-        }
+        meter.show(done, total, &format!("{rate:.0} events/s, ETA {eta}"));
         match p["phase"].as_str() {
             Some("done") => {
-                if let Some(b) = &bar {
-                    b.finish();
-                }
+                meter.finish(true);
                 println!(
                     "rebuild done: generation {} is live, {} tickets, {} events folded",
                     p["generation"], p["tickets"], done
@@ -289,9 +266,7 @@ pub async fn replay(c: &AdminClient, accept_partial: bool) -> anyhow::Result<()>
                 return Ok(());
             }
             Some("failed") => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
+                meter.finish(false);
                 bail!("rebuild failed: {}", p["error"].as_str().unwrap_or("?"));
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,

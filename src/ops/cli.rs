@@ -114,6 +114,14 @@ pub enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// With the daemon stopped: fold the whole stream into a new store generation and make it
+    /// live, setting the others aside as `kept-gen-…` (nothing is deleted). The way out of a
+    /// store the daemon refuses to open (damaged, another format, `CURRENT` lost).
+    RebuildStore {
+        /// Build it even if retention dropped the start of the stream.
+        #[arg(long)]
+        accept_partial: bool,
+    },
 }
 
 /// How the audit commands reach the running daemon.
@@ -264,6 +272,20 @@ pub async fn main() -> anyhow::Result<()> {
                 .status();
             if !status.is_success() {
                 bail!("GET {base}{path}: {status}");
+            }
+            Ok(())
+        }
+        Command::RebuildStore { accept_partial } => {
+            let r = crate::ops::repair::rebuild_store(&settings, accept_partial).await?;
+            println!(
+                "generation {} is live: {} tickets, through sequence {}",
+                r.generation, r.tickets, r.applied_seq
+            );
+            for dir in &r.kept {
+                println!(
+                    "kept {} (delete it when you no longer need it)",
+                    dir.display()
+                );
             }
             Ok(())
         }

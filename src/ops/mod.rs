@@ -7,10 +7,14 @@
 //! - [`audit`]: the auditor's commands against a live daemon: history, dead letters, redrive,
 //!   rebuild with progress, `verify`.
 //! - [`operator`]: the operator's `list` and `status`, for those without curl.
+//! - [`repair`]: `rebuild-store`, offline: the way out of a store the daemon refuses to open.
+//! - `progress`: the progress bar (or lines) of the long commands.
 //! - [`cli`]: the command line (`serve`, `emit`, the auditor's commands, `hash-token`).
 
 pub mod audit;
 pub mod cli;
 pub(crate) mod ingest;
 pub mod operator;
+mod progress;
+pub mod repair;
 pub(crate) mod replay;

@@ -140,6 +140,65 @@ impl Ledger {
     }
 }
 
+/// The prefix a generation set aside by [`keep_aside_and_make_live`] takes: no longer a
+/// generation (so nothing removes it), still beside them for whoever wants to look.
+const KEPT: &str = "kept-";
+
+/// For `rebuild-store`, offline: an empty directory for a generation numbered after every one
+/// under `root`, whatever state `CURRENT` and they are in. Refuses if a process (a running
+/// daemon) holds any generation's lock.
+pub fn fresh_generation(root: &Path) -> Result<(u32, PathBuf), StoreError> {
+    std::fs::create_dir_all(root).map_err(StoreError::Io)?;
+    let found = generations(root)?;
+    for (_, dir) in &found {
+        refuse_if_held(dir)?;
+    }
+    let next = found.last().map_or(1, |(g, _)| g + 1);
+    let dir = gen_dir(root, next);
+    std::fs::create_dir(&dir).map_err(StoreError::Io)?;
+    Ok((next, dir))
+}
+
+/// sled holds an exclusive `flock` on its `db` file while open; taking it for a moment tells
+/// whether anyone does.
+fn refuse_if_held(dir: &Path) -> Result<(), StoreError> {
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: dir.to_owned(),
+            waited: std::time::Duration::ZERO,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io(e)),
+    }
+}
+
+/// For `rebuild-store`, once `generation` holds the folded stream: renames every other
+/// generation to `kept-gen-…` (never deleting one), then makes `generation` live. Returns the
+/// directories kept. Renaming comes first, so that no start-up can take a kept generation
+/// for a leftover and remove it; a crash in between leaves `CURRENT` naming a directory
+/// that is gone, which start-up refuses, and a second `rebuild-store` finishes the job.
+pub fn keep_aside_and_make_live(root: &Path, generation: u32) -> Result<Vec<PathBuf>, StoreError> {
+    let mut kept = Vec::new();
+    for (g, dir) in generations(root)? {
+        if g == generation {
+            continue;
+        }
+        let mut to = root.join(format!("{KEPT}{}", gen_name(g)));
+        let mut n = 1;
+        while to.exists() {
+            to = root.join(format!("{KEPT}{}.{n}", gen_name(g)));
+            n += 1;
+        }
+        std::fs::rename(&dir, &to).map_err(StoreError::Io)?;
+        kept.push(to);
+    }
+    write_current(root, generation)?;
+    Ok(kept)
+}
+
 fn write_current(root: &Path, generation: u32) -> Result<(), StoreError> {
     let tmp = root.join("CURRENT.tmp");
     let io = StoreError::Io;
@@ -228,7 +287,8 @@ fn live_generation(root: &Path) -> Result<Option<u32>, StoreError> {
             let names: Vec<String> = found.iter().map(|(g, _)| gen_name(*g)).collect();
             return Err(refuse(format!(
                 "missing beside {}; write the live generation's name into it (for example \
-                 `echo {} > {}`) or move the directory away to start from an empty store",
+                 `echo {} > {}`), or fold the stream into a new generation with \
+                 `ticket-ledger rebuild-store`",
                 names.join(", "),
                 names[names.len() - 1],
                 path.display()
@@ -243,13 +303,15 @@ fn live_generation(root: &Path) -> Result<Option<u32>, StoreError> {
         .and_then(|n| n.parse::<u32>().ok())
         .ok_or_else(|| {
             refuse(format!(
-                "does not name a generation (it holds {:?}; expected a line like `gen-000001`)",
+                "does not name a generation (it holds {:?}; expected a line like `gen-000001`); \
+                 write the live one's name into it, or run `ticket-ledger rebuild-store`",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
             ))
         })?;
     if !gen_dir(root, generation).is_dir() {
         return Err(refuse(format!(
-            "names {}, which does not exist under {}",
+            "names {}, which does not exist under {}; `ticket-ledger rebuild-store` folds \
+             the stream into a new generation",
             gen_name(generation),
             root.display()
         )));

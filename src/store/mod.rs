@@ -17,7 +17,7 @@ pub(crate) mod records;
 mod seen;
 pub(crate) mod writer;
 
-pub use generations::Ledger;
+pub use generations::{Ledger, fresh_generation, keep_aside_and_make_live};
 pub use projection::{FlushPolicy, Projection};
 pub use records::{
     DEFAULT_CACHE_MB, DEFAULT_LOCK_WAIT, Store, encode_ticket, ticket_json, ticket_key_parts,
@@ -53,8 +53,22 @@ pub enum StoreError {
         /// What is wrong with it, and what to do.
         problem: String,
     },
+    /// sled's own file failed its checks (truncated, bytes changed) when the store was opened:
+    /// the daemon refuses to start over it, and deletes nothing.
+    #[error(
+        "{} is damaged ({detail}); the daemon will not start over it. Fold the stream into a new generation with `ticket-ledger rebuild-store` (the damaged generation is kept beside it), or restore the store from a backup",
+        file.display()
+    )]
+    Damaged {
+        /// sled's file.
+        file: std::path::PathBuf,
+        /// What sled said.
+        detail: String,
+    },
     /// A value could not be decoded: the store was written by something else.
-    #[error("corrupt record under key {key}: {reason}")]
+    #[error(
+        "corrupt record under key {key}: {reason} (`ticket-ledger rebuild-store` folds the stream into a new generation)"
+    )]
     Corrupt {
         /// The key, hex.
         key: String,
@@ -66,7 +80,7 @@ pub enum StoreError {
     #[error("the projection is inconsistent after a failed fold; restart the daemon")]
     Inconsistent,
     /// The store was written by an incompatible version of the daemon.
-    #[error("store format {found} is not the supported format {FORMAT_VERSION}", FORMAT_VERSION = records::FORMAT_VERSION)]
+    #[error("store format {found} is not the supported format {FORMAT_VERSION}; `ticket-ledger rebuild-store` folds the stream into a new generation of this format, keeping the old one beside it", FORMAT_VERSION = records::FORMAT_VERSION)]
     Format {
         /// The version found.
         found: u64,

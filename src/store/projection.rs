@@ -513,6 +513,7 @@ pub(super) mod tests {
             status,
             history: vec![],
             current_execute_batch_index: None,
+            duplicates_unrecorded: 0,
             plan: None,
         }
     }

@@ -32,10 +32,10 @@ const FORMAT: &[u8] = b"m:format";
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// sled's page cache, MiB, unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_MB: u64 = 16;
-/// 7: records say whether the ticket has a plan, which is stored apart (`p` keys). 6: records
+/// 8: records count the duplicates their histories no longer record. 7: records say whether the ticket has a plan, which is stored apart (`p` keys). 6: records
 /// in postcard (5 was the same layout written by hand; 4 chunks of 256, 3 of 64, 2
 /// one record per key, 1 JSON). Chunks hold 128 records.
-pub(super) const FORMAT_VERSION: u64 = 7;
+pub(super) const FORMAT_VERSION: u64 = 8;
 
 /// Tickets per chunk, as a power of two. sled's cost is per key written (it copies the tree node
 /// a key lands in), so tickets that are created together, in `order_id` order, are stored
@@ -176,13 +176,26 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + lock_wait;
         let mut said = false;
+        let damaged = |detail: String| StoreError::Damaged {
+            file: dir.join("db"),
+            detail,
+        };
         let db = loop {
-            let opened = sled::Config::new()
+            let config = sled::Config::new()
                 .path(dir)
                 .cache_capacity(cache_mb * 1024 * 1024)
-                .flush_every_ms(Some(200))
-                .open();
+                .flush_every_ms(Some(200));
+            // sled refuses most damage with an error, but a damaged file it misreads can also
+            // make it panic: either way the store is refused, never opened half-read.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|_| damaged("sled panicked while reading it".into()))?;
             match opened {
+                Err(sled::Error::Corruption { at, .. }) => {
+                    return Err(damaged(match at {
+                        Some(at) => format!("sled found corruption at {at:?}"),
+                        None => "sled found corruption in its log".into(),
+                    }));
+                }
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {
                         return Err(StoreError::Locked {
@@ -200,6 +213,7 @@ impl Store {
             }
         };
         let store = Self { db };
+        store.read_through().map_err(damaged)?;
         match store.db.get(FORMAT)? {
             None => {
                 store.db.insert(FORMAT, &FORMAT_VERSION.to_be_bytes())?;
@@ -212,6 +226,16 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Reads every key and value once, so that damage sled finds only when it reads a page is
+    /// found at start-up, not by a query hours later (what it adds to a restart is in
+    /// BENCHMARKS.md, restart to ready).
+    fn read_through(&self) -> Result<(), String> {
+        for kv in self.db.iter() {
+            kv.map_err(|e| format!("reading it back: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The last stream sequence whose effects are stored (0: none).
@@ -435,6 +459,7 @@ mod tests {
             status: Status::Ready,
             history: vec![],
             current_execute_batch_index: None,
+            duplicates_unrecorded: 0,
             plan: None,
         }
     }
@@ -483,7 +508,7 @@ mod tests {
         let err = Store::open(dir.path()).err().expect("refused");
         assert!(matches!(err, StoreError::Format { found: 5 }), "{err}");
         assert!(
-            err.to_string().contains('5') && err.to_string().contains('7'),
+            err.to_string().contains('5') && err.to_string().contains(&FORMAT_VERSION.to_string()),
             "{err}"
         );
         let db = sled::open(dir.path()).unwrap();

@@ -464,6 +464,7 @@ mod tests {
             execute_costs: None,
             status,
             current_execute_batch_index: None,
+            duplicates_unrecorded: 0,
             history: vec![],
             plan: None,
         }

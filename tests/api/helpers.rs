@@ -457,8 +457,13 @@ pub fn spawn_reporting_port(mut cmd: std::process::Command) -> (Child, u16) {
 
 /// `ticket-ledger emit` against the test's broker, quiet: add the arguments and run it.
 pub fn emit_command(nats_url: &str) -> std::process::Command {
+    ledger_command(nats_url, "emit")
+}
+
+/// A `ticket-ledger` subcommand against the test's broker (never starting its own), quiet.
+pub fn ledger_command(nats_url: &str, subcommand: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ticket-ledger"));
-    cmd.arg("emit")
+    cmd.arg(subcommand)
         .env("TICKET_LEDGER_NATS__URL", nats_url)
         .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
         .env("TICKET_LEDGER_LOG__LEVEL", "error");

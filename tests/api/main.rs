@@ -7,6 +7,7 @@ mod family;
 mod helpers;
 mod list;
 mod metrics;
+mod repair;
 mod secure;
 mod signing;
 

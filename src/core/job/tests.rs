@@ -280,6 +280,18 @@ fn an_instance_keeps_its_times_and_costs() {
         instance(tk.as_ref().unwrap(), 10).history[2].outcome,
         Outcome::Duplicate
     );
+    // So many redeliveries are recorded; the rest are counted on the ticket.
+    for n in 0..crate::core::fold::DUPLICATES_KEPT as u64 + 2 {
+        step(
+            &mut tk,
+            instance_event("instance_finished", "f", 9, 1, 10),
+            100 + n,
+        );
+    }
+    let recorded = instance(tk.as_ref().unwrap(), 10).history.iter();
+    let duplicates = recorded.filter(|h| h.outcome == Outcome::Duplicate).count();
+    assert_eq!(duplicates, crate::core::fold::DUPLICATES_KEPT);
+    assert_eq!(tk.as_ref().unwrap().duplicates_unrecorded, 3);
     // An end before the start is refused.
     step(
         &mut tk,
