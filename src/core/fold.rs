@@ -65,9 +65,9 @@ pub struct Ticket {
     /// The batch the last `batch_started` named.
     #[serde(default)]
     pub current_execute_batch_index: Option<u32>,
-    /// Duplicates not written into a history because it already holds [`DUPLICATES_KEPT`] of
-    /// them (the ticket's own and its instances' together): a publisher stuck in a retry loop
-    /// must not grow a record without bound, yet nothing it sent goes uncounted.
+    /// Duplicates no longer in a history because it holds the last [`DUPLICATES_KEPT`] of them
+    /// (the ticket's own and its instances' together): a publisher stuck in a retry loop must
+    /// not grow a record without bound, yet nothing it sent goes uncounted.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub duplicates_unrecorded: u64,
     /// Every event that touched this ticket, in stream order, with its outcome: the audit trail.
@@ -80,7 +80,7 @@ pub struct Ticket {
     pub plan: Option<Box<Plan>>,
 }
 
-/// How many duplicates one history (a ticket's, or one instance's) records; later ones are only
+/// How many duplicates one history (a ticket's, or one instance's) records; older ones are only
 /// counted in [`Ticket::duplicates_unrecorded`].
 pub const DUPLICATES_KEPT: usize = 16;
 
@@ -88,20 +88,24 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Appends an event's entry to a history, unless it is a duplicate and the history already holds
-/// [`DUPLICATES_KEPT`] of them: then it is only counted.
+/// Appends an event's entry to a history. A duplicate beyond [`DUPLICATES_KEPT`] takes the place
+/// of the oldest one recorded, which is then only counted: the history stays bounded, and still
+/// ends with the last event that touched it (what `verify` anchors a moving record at).
 fn record(history: &mut Vec<HistoryEntry>, unrecorded: &mut u64, entry: HistoryEntry) {
-    let kept = || {
-        history
-            .iter()
-            .filter(|h| h.outcome == Outcome::Duplicate)
-            .count()
-    };
-    if entry.outcome == Outcome::Duplicate && kept() >= DUPLICATES_KEPT {
-        *unrecorded += 1;
-    } else {
-        history.push(entry);
+    if entry.outcome == Outcome::Duplicate {
+        let mut duplicates = history.iter().enumerate();
+        let mut duplicates = duplicates
+            .by_ref()
+            .filter(|(_, h)| h.outcome == Outcome::Duplicate);
+        let oldest = duplicates.next().map(|(i, _)| i);
+        if let Some(oldest) = oldest
+            && duplicates.count() + 1 >= DUPLICATES_KEPT
+        {
+            history.remove(oldest);
+            *unrecorded += 1;
+        }
     }
+    history.push(entry);
 }
 
 impl Ticket {
@@ -735,7 +739,11 @@ mod tests {
         assert_eq!(recorded.count(), DUPLICATES_KEPT);
         assert_eq!(t.duplicates_unrecorded, extra);
         assert_eq!(t.status, Status::Processing);
-        // Other events are still recorded after the cap.
+        // The last duplicate is the history's last entry; other events are recorded as ever.
+        assert_eq!(
+            t.history.last().unwrap().seq,
+            3 + DUPLICATES_KEPT as u64 + extra - 1
+        );
         let mut t = Some(t);
         apply_in_place(&mut t, event(Kind::Finished, "f", 3_000), 100);
         assert_eq!(t.unwrap().history.last().unwrap().seq, 100);

@@ -1,23 +1,13 @@
 //! The auditor's commands, run against a live daemon: a ticket's history, dead letters, redrive,
-//! rebuild with a progress bar, and `verify`, which recomputes the projection from the stream
-//! and compares it record by record with the live one.
+//! and rebuild with a progress bar (`verify` is [`super::verify`]).
 //!
 //! The daemon holds sled's lock, so these commands read the live projection through its admin
 //! HTTP endpoints (action `coc:ledger:admin`), never by opening the store, and never pause it.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use async_nats::jetstream;
-use futures::StreamExt;
 use serde_json::Value;
-
-use crate::config::Settings;
-use crate::core::batch::{DecodeRules, MemoryProjection, RawMessage, TicketKey};
-use crate::core::events;
-use crate::core::fold::Ticket;
-use crate::store::ticket_json;
 
 /// An HTTP client for the daemon's API.
 pub struct AdminClient {
@@ -60,6 +50,26 @@ impl AdminClient {
             .await
     }
 
+    /// GET a path whose answer is not JSON (the records export): the response, to be read as
+    /// it comes, once its status says it succeeded.
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await
+            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))?;
+        if !resp.status().is_success() {
+            bail!(
+                "{}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(resp)
+    }
+
     /// GET a path in a project (`x-project-id`, when given); the `data` of the answer.
     pub async fn get_as(&self, path: &str, project: Option<&str>) -> anyhow::Result<Value> {
         let mut req = self.http.get(format!("{}{path}", self.base));
@@ -99,32 +109,6 @@ impl AdminClient {
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
             .await
-    }
-
-    /// The live records and the applied sequence read before they were scanned.
-    pub async fn records(&self) -> anyhow::Result<(u64, Vec<(Ticket, Vec<u8>)>)> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/ledger/records", self.base))
-            .header("X-Auth-Token", &self.token)
-            .send()
-            .await
-            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))?;
-        if !resp.status().is_success() {
-            bail!(
-                "{}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        let body = resp.bytes().await?;
-        let mut lines = body.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-        let head: Value = serde_json::from_slice(lines.next().context("empty export")?)?;
-        let applied = head["applied_seq"].as_u64().context("no applied_seq")?;
-        let records = lines
-            .map(|l| Ok((serde_json::from_slice::<Ticket>(l)?, l.to_vec())))
-            .collect::<anyhow::Result<_>>()?;
-        Ok((applied, records))
     }
 }
 
@@ -272,150 +256,4 @@ pub async fn replay(c: &AdminClient, accept_partial: bool) -> anyhow::Result<()>
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-}
-
-/// The outcome of `verify`.
-#[derive(Debug)]
-pub struct VerifyReport {
-    /// Tickets compared.
-    pub tickets: usize,
-    /// The live applied sequence the comparison is anchored at.
-    pub through_seq: u64,
-    /// Human-readable differences; empty when identical.
-    pub differences: Vec<String>,
-}
-
-/// Reads the stream from its first message through `upto`.
-async fn read_stream(settings: &Settings, upto: u64) -> anyhow::Result<Vec<RawMessage>> {
-    let client = crate::nats::client_options(&settings.nats)
-        .await?
-        .connect(crate::nats::server_addrs(&settings.nats.url)?)
-        .await
-        .with_context(|| format!("connecting to {}", settings.nats.url))?;
-    let js = jetstream::new(client.clone());
-    let stream = crate::nats::ensure_stream(&js, &settings.nats).await?;
-    let state = stream.get_info().await?.state;
-    if state.first_sequence > 1 && state.messages > 0 {
-        eprintln!(
-            "warning: the stream starts at sequence {}: retention dropped the events before it, \
-             so the records of tickets they touched will differ",
-            state.first_sequence
-        );
-    }
-    if upto == 0 || state.messages == 0 {
-        return Ok(Vec::new());
-    }
-    if state.last_sequence < upto {
-        bail!(
-            "the stream ends at {} but the projection is at {upto}",
-            state.last_sequence
-        );
-    }
-    let mut messages = crate::nats::ordered_messages(&client, &stream, 1).await?;
-    let mut out = Vec::new();
-    while let Some(m) = messages.next().await {
-        let m = crate::nats::raw_message(&m?)?;
-        let seq = m.seq;
-        if seq <= upto {
-            out.push(m);
-        }
-        if seq >= upto {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// Folds the stream from the start (in memory, the scratch projection) and compares it with the
-/// live records, without pausing the daemon.
-///
-/// The live records are read while ingestion goes on, so the export is anchored at the applied
-/// sequence S read before the scan. A record whose history ends at or before S is its state at S
-/// and is compared with the fold through S. A record that changed during the scan (its history
-/// goes past S) is compared with the fold of its own events through its last sequence, which is
-/// what it must be, since every event for a ticket appends to its history.
-pub async fn verify(settings: &Settings, c: &AdminClient) -> anyhow::Result<VerifyReport> {
-    let (anchor, live) = c.records().await?;
-    let last_of = |t: &Ticket| t.last_seq();
-    let upto = live
-        .iter()
-        .map(|(t, _)| last_of(t))
-        .max()
-        .unwrap_or(0)
-        .max(anchor);
-    let messages = read_stream(settings, upto).await?;
-    let rules = DecodeRules {
-        subject_prefix: settings.nats.subject_prefix.clone(),
-        max_event_bytes: settings.ingest.max_event_bytes,
-    };
-    let cut = messages.partition_point(|m| m.seq <= anchor);
-    let mut reference = MemoryProjection::default();
-    reference.fold(&messages[..cut], &rules);
-
-    // The events of each ticket, for records that moved during the scan.
-    let mut by_key: HashMap<TicketKey, Vec<usize>> = HashMap::new();
-    if live.iter().any(|(t, _)| last_of(t) > anchor) {
-        for (i, m) in messages.iter().enumerate() {
-            if let Ok(e) = events::decode(
-                &m.subject_text(),
-                &m.payload,
-                &rules.subject_prefix,
-                rules.max_event_bytes,
-            ) {
-                by_key.entry((e.project, e.order_id)).or_default().push(i);
-            }
-        }
-    }
-    let mut differences = Vec::new();
-    let mut seen: BTreeMap<TicketKey, ()> = BTreeMap::new();
-    for (t, raw) in &live {
-        let key = (t.project.clone(), t.order_id);
-        seen.insert(key.clone(), ());
-        let last = last_of(t);
-        let expected = if last <= anchor {
-            reference.tickets.get(&key).cloned()
-        } else {
-            let own: Vec<RawMessage> = by_key
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .map(|i| messages[*i].clone())
-                .filter(|m| m.seq <= last)
-                .collect();
-            let mut p = MemoryProjection::default();
-            p.fold(&own, &rules);
-            p.tickets.get(&key).cloned()
-        };
-        match expected {
-            None => differences.push(format!(
-                "{}/{}: in the live store but not in the stream's fold",
-                key.0, key.1
-            )),
-            Some(e) => {
-                let want = ticket_json(&e);
-                if &want != raw {
-                    differences.push(format!(
-                        "{}/{}:\n  live:   {}\n  stream: {}",
-                        key.0,
-                        key.1,
-                        String::from_utf8_lossy(raw),
-                        String::from_utf8_lossy(&want)
-                    ));
-                }
-            }
-        }
-    }
-    for key in reference.tickets.keys() {
-        if !seen.contains_key(key) {
-            differences.push(format!(
-                "{}/{}: in the stream's fold but not in the live store",
-                key.0, key.1
-            ));
-        }
-    }
-    Ok(VerifyReport {
-        tickets: live.len(),
-        through_seq: anchor,
-        differences,
-    })
 }

@@ -111,6 +111,10 @@ pub enum Command {
     /// Fold the stream from the start and compare it, record by record, with the live
     /// projection; exits 1 when they differ.
     Verify {
+        /// Where the export and the scratch fold go while verify runs (the system's temporary
+        /// directory by default); about the store's size is needed.
+        #[arg(long)]
+        scratch: Option<std::path::PathBuf>,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -289,8 +293,9 @@ pub async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Verify { daemon } => {
-            let report = audit::verify(&settings, &daemon.client(&settings)).await?;
+        Command::Verify { scratch, daemon } => {
+            let client = daemon.client(&settings);
+            let report = super::verify::verify(&settings, &client, scratch.as_deref()).await?;
             if report.differences.is_empty() {
                 println!(
                     "identical, {} tickets, through sequence {}",

@@ -8,19 +8,12 @@
 //! command refuses to run beside one.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_nats::jetstream;
 
 use crate::config::Settings;
-use crate::core::batch::DecodeRules;
-use crate::nats::BrokerStatus;
 use crate::store::{Projection, fresh_generation, keep_aside_and_make_live};
-
-/// How long the stream may stay silent, with the new generation short of the last sequence,
-/// before the rest is taken for a gap (messages deleted from the stream's end).
-const SILENCE: Duration = Duration::from_secs(5);
 
 /// What a rebuild of the store did.
 #[derive(Debug)]
@@ -61,10 +54,17 @@ pub async fn rebuild_store(settings: &Settings, accept_partial: bool) -> anyhow:
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || Projection::open(&dir, policy)).await??
     };
-    let next = Arc::new(next);
     // No one queries this generation: the daemon builds its view from the records at start-up.
-    next.suspend_view();
-    fold_until(&broker.client, &stream, settings, &next, last).await?;
+    let next = Arc::new(next);
+    super::refold::fold_stream(
+        &broker.client,
+        &stream,
+        settings,
+        &next,
+        last,
+        "rebuild-store",
+    )
+    .await?;
     let (applied_seq, tickets) = {
         let n = next.clone();
         tokio::task::spawn_blocking(move || {
@@ -84,50 +84,4 @@ pub async fn rebuild_store(settings: &Settings, accept_partial: bool) -> anyhow:
         tickets,
         kept,
     })
-}
-
-/// Reads the stream from sequence 1 and folds it into `next` until `last`.
-async fn fold_until(
-    client: &async_nats::Client,
-    stream: &jetstream::stream::Stream,
-    settings: &Settings,
-    next: &Arc<Projection>,
-    last: u64,
-) -> anyhow::Result<()> {
-    if last == 0 {
-        return Ok(());
-    }
-    let rules = DecodeRules {
-        subject_prefix: settings.nats.subject_prefix.clone(),
-        max_event_bytes: settings.ingest.max_event_bytes,
-    };
-    let status = Arc::new(BrokerStatus::default());
-    let from = (1, settings.ingest.batch_size);
-    let mut batches =
-        crate::nats::read_batches(client, stream, &settings.nats, status, from, rules)
-            .await
-            .context("the stream's consumer")?;
-    let mut meter = super::progress::Meter::new("rebuild-store", "events");
-    let started = Instant::now();
-    while next.applied_seq() < last {
-        let batch = match tokio::time::timeout(SILENCE, batches.recv()).await {
-            Ok(Some(batch)) => batch?,
-            Ok(None) => bail!(
-                "the stream's consumer ended at sequence {}",
-                next.applied_seq()
-            ),
-            // Nothing left to read below `last`: the stream's end was deleted. The stored
-            // position stays at what was folded, so the daemon reads on from there.
-            Err(_) => break,
-        };
-        let mut batch = batch;
-        batch.truncate(batch.partition_point(|m| m.raw.seq <= last));
-        let n = next.clone();
-        tokio::task::spawn_blocking(move || n.fold(batch)).await??;
-        let done = next.applied_seq();
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        meter.show(done, last, &format!("{rate:.0} events/s"));
-    }
-    meter.finish(true);
-    Ok(())
 }

@@ -130,7 +130,9 @@ async fn dead_letters_are_listed_and_redriven_once_the_cause_is_fixed() {
     assert!(pending["dead_letters"].as_array().unwrap().is_empty());
 
     // The redrive is part of the stream, so the projection is still its pure function.
-    let report = audit::verify(&app.settings, &admin).await.unwrap();
+    let report = ticket_ledger::ops::verify::verify(&app.settings, &admin, None)
+        .await
+        .unwrap();
     assert!(report.differences.is_empty(), "{:?}", report.differences);
     assert_eq!(report.tickets, 1);
     app.stop().await;
@@ -194,7 +196,9 @@ async fn a_rebuild_switches_over_while_the_api_keeps_answering() {
     assert_eq!(app.projection().ticket_count(), before + 1);
     let current = std::fs::read_to_string(store.path().join("CURRENT")).unwrap();
     assert_ne!(current.trim(), "gen-000001", "a new generation is live");
-    let report = audit::verify(&app.settings, &admin).await.unwrap();
+    let report = ticket_ledger::ops::verify::verify(&app.settings, &admin, None)
+        .await
+        .unwrap();
     assert!(report.differences.is_empty(), "{:?}", report.differences);
     assert_eq!(report.tickets, 3_001);
     app.stop().await;

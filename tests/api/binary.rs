@@ -84,7 +84,7 @@ async fn binary_mode_events_fold_exactly_like_structured_ones() {
     assert_eq!(dl["pending_by_reason"]["duplicate_attribute"], 1, "{dl}");
     assert_eq!(dl["dead_letters"][0]["seq"], bad);
     // `verify` reads the stream through the client library, headers and all.
-    let report = ticket_ledger::ops::audit::verify(&app.settings, &admin)
+    let report = ticket_ledger::ops::verify::verify(&app.settings, &admin, None)
         .await
         .unwrap();
     assert!(report.differences.is_empty(), "{:?}", report.differences);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use ticket_ledger::core::batch::{DecodeRules, MemoryProjection, RawMessage};
 use ticket_ledger::core::fold::Ticket;
-use ticket_ledger::ops::audit::{self, AdminClient};
+use ticket_ledger::ops::audit::AdminClient;
 
 use crate::helpers::*;
 
@@ -383,7 +383,9 @@ async fn instances_fold_are_served_and_survive_a_restart_and_a_rebuild() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(stored(&app), before, "a rebuild keeps instances exact");
-    let report = audit::verify(&app.settings, &admin).await.unwrap();
+    let report = ticket_ledger::ops::verify::verify(&app.settings, &admin, None)
+        .await
+        .unwrap();
     assert!(report.differences.is_empty(), "{:?}", report.differences);
     app.stop().await;
 }

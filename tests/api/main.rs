@@ -10,6 +10,7 @@ mod metrics;
 mod repair;
 mod secure;
 mod signing;
+mod verify;
 
 use async_nats::jetstream;
 use helpers::*;
