@@ -17,6 +17,7 @@
 //! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::StoreError;
 use crate::core::batch::{DeadLetter, PlanPart};
@@ -76,7 +77,16 @@ fn chunk_entries<'a>(key: &[u8], mut v: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The store's directory, where [`SEAL`] lives beside sled's files.
+    dir: Arc<Path>,
 }
+
+/// A file beside sled's own that holds the position sled last made durable on an explicit
+/// flush. sled reads a truncated log as far as it is intact, which looks like a crash before
+/// the cut; a position below the seal tells the two apart. Written after sled's flush returns,
+/// by rename, and never synced itself: a seal lost to a power cut is only an older one, never
+/// one ahead of sled.
+const SEAL: &str = "durable-seq";
 
 fn dead_key(seq: u64) -> Vec<u8> {
     let mut key = vec![DEAD];
@@ -212,8 +222,12 @@ impl Store {
                 other => break other?,
             }
         };
-        let store = Self { db };
-        store.read_through().map_err(damaged)?;
+        let store = Self {
+            db,
+            dir: Arc::from(dir),
+        };
+        store.read_through().map_err(&damaged)?;
+        store.check_seal().map_err(damaged)?;
         match store.db.get(FORMAT)? {
             None => {
                 store.db.insert(FORMAT, &FORMAT_VERSION.to_be_bytes())?;
@@ -234,6 +248,26 @@ impl Store {
     fn read_through(&self) -> Result<(), String> {
         for kv in self.db.iter() {
             kv.map_err(|e| format!("reading it back: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a store whose position is below the last one sled made durable (its log lost its
+    /// end).
+    fn check_seal(&self) -> Result<(), String> {
+        let Ok(text) = std::fs::read_to_string(self.dir.join(SEAL)) else {
+            return Ok(());
+        };
+        let Ok(sealed) = text.trim().parse::<u64>() else {
+            tracing::warn!(file = %self.dir.join(SEAL).display(), "an unreadable seal, ignored");
+            return Ok(());
+        };
+        let applied = self.applied_seq().map_err(|e| e.to_string())?;
+        if applied < sealed {
+            return Err(format!(
+                "it holds the store through sequence {applied}, but it had been written to disk \
+                 through sequence {sealed}: the end of its log is missing"
+            ));
         }
         Ok(())
     }
@@ -427,7 +461,13 @@ impl Store {
 
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Read first: whatever a concurrent write adds after this is not covered by the flush.
+        let seq = self.applied_seq()?;
         self.db.flush()?;
+        let tmp = self.dir.join(format!("{SEAL}.tmp"));
+        std::fs::write(&tmp, format!("{seq}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(SEAL)))
+            .map_err(StoreError::Io)?;
         Ok(())
     }
 
@@ -492,6 +532,31 @@ mod tests {
             .unwrap()
             .expect("opened once the lock was released");
         assert_eq!(second.applied_seq().unwrap(), 1);
+    }
+
+    /// A store whose sled position is below the one its last flush sealed has lost the end of
+    /// its log: refused, naming sled's file.
+    #[test]
+    fn a_store_behind_its_seal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.write(&[ticket("a", 1)], [], [], 7).unwrap();
+            store.flush().unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(SEAL)).unwrap(),
+            "7\n"
+        );
+        Store::open(dir.path()).expect("at its seal: opens");
+        std::fs::write(dir.path().join(SEAL), "9\n").unwrap();
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("db") && text.contains("through sequence 9"),
+            "{text}"
+        );
     }
 
     /// A store written by another format version is refused with both versions named, and

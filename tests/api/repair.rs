@@ -100,17 +100,18 @@ async fn a_truncated_sled_file_is_refused_and_rebuilt_from_the_stream() {
     let (nats, store, before) = folded_store().await;
     let db = store.path().join("gen-000001").join("db");
     let len = std::fs::metadata(&db).unwrap().len();
+    // To an eighth: sled keeps stale segments too, and a cut through those alone loses nothing.
     std::fs::OpenOptions::new()
         .write(true)
         .open(&db)
         .unwrap()
-        .set_len(len / 2)
+        .set_len(len / 8)
         .unwrap();
     let err = refusal(&nats, store.path()).await;
     assert!(err.contains(&db.display().to_string()), "{err}");
     assert!(err.contains("rebuild-store"), "{err}");
     assert!(
-        std::fs::metadata(&db).unwrap().len() >= len / 2,
+        std::fs::metadata(&db).unwrap().len() >= len / 8,
         "not emptied"
     );
     rebuilt_as_before(&nats, store.path(), &before, &db).await;
