@@ -124,5 +124,6 @@ pub(crate) fn flush_policy(s: &StoreSettings) -> FlushPolicy {
         max_interval: std::time::Duration::from_millis(s.flush_interval_ms),
         cache_mb: s.cache_mb.max(1),
         lock_wait: std::time::Duration::from_millis(s.lock_wait_ms),
+        min_free_bytes: s.min_free_mb.saturating_mul(1024 * 1024),
     }
 }

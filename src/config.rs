@@ -61,10 +61,17 @@ pub struct StoreSettings {
     /// How long a start waits for the store's lock, ms (another process still exiting).
     #[serde(default = "default_lock_wait_ms")]
     pub lock_wait_ms: u64,
+    /// Free space kept on the store's filesystem, MiB: below it, writes wait.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 fn default_lock_wait_ms() -> u64 {
     5_000
+}
+
+fn default_min_free_mb() -> u64 {
+    256
 }
 
 /// When to run a `nats-server` child process.

@@ -257,10 +257,10 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store is open, the broker connected (the client's connection is up and the
-/// ingest loop has its consumer), the projection caught up and its list view in step
-/// (`view_seq`: the position the list answers from, behind `applied_seq` while a backlog is
-/// folded).
+/// Readiness: the store is open and writing (not paused by a nearly full disk: `reason` says
+/// so), the broker connected (the client's connection is up and the ingest loop has its
+/// consumer), the projection caught up and its list view in step (`view_seq`: the position the
+/// list answers from, behind `applied_seq` while a backlog is folded).
 #[utoipa::path(get, path = "/readyz", security(()), responses(
     (status = 200, description = "Ready", body = openapi::ReadyBody),
     (status = 503, description = "Not ready: the body says why", body = openapi::ReadyBody)
@@ -272,10 +272,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let last = state.broker.stream_last_seq();
     let lag = last.saturating_sub(applied);
     let connected = state.nats_connected();
-    let ready = connected && lag <= state.ready_max_lag && p.view_kept();
+    let stalled = p.write_stalled();
+    let ready = connected && lag <= state.ready_max_lag && p.view_kept() && stalled.is_none();
     let body = json!({
         "ready": ready,
-        "store": "open",
+        "store": if stalled.is_some() { "writes paused" } else { "open" },
+        "reason": stalled,
         "nats_connected": connected,
         "applied_seq": applied,
         "durable_seq": p.durable_seq(),

@@ -187,7 +187,10 @@ pub(crate) struct ReplayBody {
 #[allow(dead_code)]
 pub(crate) struct ReadyBody {
     ready: bool,
+    /// `open`, or `writes paused` while the store's disk is nearly full.
     store: String,
+    /// Why writes are paused, while they are.
+    reason: Option<String>,
     nats_connected: bool,
     applied_seq: u64,
     durable_seq: u64,

@@ -122,6 +122,9 @@ async fn consume(
             _ = cancel.cancelled() => return Ok(()),
             batch = batches.recv() => {
                 let Some(batch) = batch else { bail!("the consumer ended") };
+                if !store_writable(ledger, cancel).await {
+                    return Ok(());
+                }
                 let last = status.stream_last_seq();
                 apply(ledger.clone(), metrics.clone(), last, batch?, ingest.batch_size).await?;
             }
@@ -139,6 +142,18 @@ async fn consume(
             }
         }
     }
+}
+
+/// Waits while writes to the store wait for space (see `Projection::write_stalled`), so that
+/// what is folded meanwhile stays one batch; false if cancelled first.
+async fn store_writable(ledger: &Ledger, cancel: &CancellationToken) -> bool {
+    while ledger.current().write_stalled().is_some() {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    true
 }
 
 /// Folds one batch and commits it, off the async threads (sled blocks). When catching up, and

@@ -65,6 +65,9 @@ pub enum StoreError {
         /// What sled said.
         detail: String,
     },
+    /// The store's filesystem is nearly full, so what was folded last is not written yet.
+    #[error("{0}")]
+    DiskFull(String),
     /// A value could not be decoded: the store was written by something else.
     #[error(
         "corrupt record under key {key}: {reason} (`ticket-ledger rebuild-store` folds the stream into a new generation)"

@@ -38,6 +38,8 @@ pub struct FlushPolicy {
     pub cache_mb: u64,
     /// How long opening waits for sled's lock (another process still exiting).
     pub lock_wait: Duration,
+    /// Free space the writer leaves on the store's filesystem: below it, writes wait.
+    pub min_free_bytes: u64,
 }
 
 impl Default for FlushPolicy {
@@ -47,6 +49,7 @@ impl Default for FlushPolicy {
             max_interval: Duration::from_secs(1),
             cache_mb: super::DEFAULT_CACHE_MB,
             lock_wait: super::DEFAULT_LOCK_WAIT,
+            min_free_bytes: 0,
         }
     }
 }
@@ -136,7 +139,7 @@ impl Projection {
         maintains_view: bool,
     ) -> Result<Self, StoreError> {
         let applied = store.applied_seq()?;
-        let writer = WriteBehind::spawn(store.clone(), applied)?;
+        let writer = WriteBehind::spawn(store.clone(), applied, policy.min_free_bytes)?;
         Ok(Self {
             store,
             index,
@@ -368,14 +371,22 @@ impl Projection {
         pending.since.get_or_insert_with(Instant::now);
         self.applied_seq
             .fetch_max(commit.applied_seq, Ordering::AcqRel);
-        if pending.events >= self.policy.max_events
+        let due = pending.events >= self.policy.max_events
             || pending
                 .since
-                .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
-        {
+                .is_some_and(|t| t.elapsed() >= self.policy.max_interval);
+        // While a write waits for space the buffer keeps what is folded (ingest waits too, see
+        // `write_stalled`), rather than block a commit behind it.
+        if due && self.writer.stalled().is_none() {
             self.hand_off(pending)?;
         }
         Ok(())
+    }
+
+    /// Why writes to sled wait, while they do (the store's filesystem is nearly full): ingest
+    /// pauses and `/readyz` says this.
+    pub fn write_stalled(&self) -> Option<String> {
+        self.writer.stalled()
     }
 
     /// Hands the buffer to the writer if its oldest commit is older than the policy allows (the
@@ -385,6 +396,7 @@ impl Projection {
         if pending
             .since
             .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
+            && self.writer.stalled().is_none()
         {
             self.hand_off(&mut pending)?;
         }
@@ -394,6 +406,9 @@ impl Projection {
     /// Writes everything visible to sled and forces it to disk; returns the position it
     /// reaches. Callers hold the commit lock, so nothing is committed meanwhile.
     pub fn persist(&self) -> Result<u64, StoreError> {
+        if let Some(reason) = self.writer.stalled() {
+            return Err(StoreError::DiskFull(reason));
+        }
         let mut pending = self.pending();
         self.hand_off(&mut pending)?;
         drop(pending);
@@ -535,6 +550,7 @@ pub(super) mod tests {
             max_interval: Duration::from_secs(3600),
             cache_mb: 1,
             lock_wait: Duration::from_secs(5),
+            min_free_bytes: 0,
         };
         let p = Projection::open(dir.path(), policy).unwrap();
         let key = ProjectId::parse("p").unwrap();

@@ -471,6 +471,12 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes free for this process on the store's filesystem.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let st = rustix::fs::statvfs(&*self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

@@ -36,6 +36,8 @@ pub(super) struct Writer {
     /// unless a later state is in the buffer or in flight, which are looked at first.
     pub(super) last_written: Option<Arc<Snapshot>>,
     failed: Option<String>,
+    /// Why the write in flight waits (too little free space), while it does.
+    stalled: Option<String>,
     durable_seq: u64,
     /// The ticket map of a snapshot retired after its write, emptied, for the next hand-off to
     /// fill: the buffer's map then starts at the size it reached before instead of growing from
@@ -90,8 +92,9 @@ pub(super) struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// Starts the writer of `store`, whose durable position is `durable_seq`.
-    pub(super) fn spawn(store: Store, durable_seq: u64) -> Result<Self, StoreError> {
+    /// Starts the writer of `store`, whose durable position is `durable_seq`, leaving
+    /// `min_free` bytes free on its filesystem.
+    pub(super) fn spawn(store: Store, durable_seq: u64, min_free: u64) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
                 durable_seq,
@@ -106,7 +109,10 @@ impl WriteBehind {
             .name("ledger-writer".into())
             .spawn(move || {
                 // Ends when the projection (the sender) is dropped.
-                for snap in rx {
+                while let Ok(snap) = rx.recv() {
+                    if !wait_for_space(&w_store, min_free, &w_shared, &rx) {
+                        return; // dropped while waiting: the stream still holds it all
+                    }
                     let result = write_snapshot(&w_store, &snap, &w_shared);
                     drop(snap);
                     let mut w = w_shared.lock();
@@ -137,6 +143,11 @@ impl WriteBehind {
     /// The writer's state, for readers looking into the snapshots.
     pub(super) fn lock(&self) -> MutexGuard<'_, Writer> {
         self.shared.lock()
+    }
+
+    /// Why writes wait, while they do (the store's filesystem is nearly full).
+    pub(super) fn stalled(&self) -> Option<String> {
+        self.lock().stalled.clone()
     }
 
     /// Last stream sequence whose effects are in sled.
@@ -221,6 +232,52 @@ fn emptied(snap: Arc<Snapshot>) -> Option<FxHashMap<TicketKey, Ticket>> {
     let mut map = Arc::try_unwrap(snap).ok()?.tickets;
     map.clear();
     Some(map)
+}
+
+/// Waits until the store's filesystem has `min_free` bytes free, saying why it waits in
+/// `stalled` meanwhile; false if the projection went away first. sled does not survive a write
+/// that finds the disk full (every later write fails until it is reopened), so the writer never
+/// lets it try.
+fn wait_for_space(
+    store: &Store,
+    min_free: u64,
+    shared: &Shared,
+    rx: &mpsc::Receiver<Arc<Snapshot>>,
+) -> bool {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let free = match store.free_bytes() {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the store's free space; writing anyway");
+                u64::MAX
+            }
+        };
+        if free >= min_free {
+            if shared.lock().stalled.take().is_some() {
+                tracing::info!(
+                    free_bytes = free,
+                    "space on the store's filesystem again; writing"
+                );
+            }
+            return true;
+        }
+        let reason = format!(
+            "writes to the store are paused: {:.1} MiB free on its filesystem, below \
+             store.min_free_mb ({} MiB)",
+            free as f64 / (1024.0 * 1024.0),
+            min_free / (1024 * 1024)
+        );
+        if shared.lock().stalled.replace(reason.clone()).is_none() {
+            tracing::error!(reason, "the store's disk is nearly full");
+        }
+        match rx.recv_timeout(backoff) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            // Never two writes at once: a hand-off waits for the one in flight.
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch, and

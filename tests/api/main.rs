@@ -3,6 +3,7 @@
 mod audit;
 mod binary;
 mod crash;
+mod disk;
 mod family;
 mod helpers;
 mod list;
