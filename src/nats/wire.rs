@@ -208,7 +208,13 @@ fn parse_msg(
         return Err(bad());
     }
     let body = eol + 2;
-    let end = body + total;
+    // A size no buffer can hold is a broken peer, not a message still to come.
+    let Some(end) = body
+        .checked_add(total)
+        .filter(|e| e.checked_add(2).is_some())
+    else {
+        return Err(bad());
+    };
     if buf.len() < end + 2 {
         return Ok(None);
     }
@@ -545,6 +551,9 @@ mod tests {
             b"MSG s 1 r extra 5 6\r\n",
             b"HMSG s 1 9 5\r\nxxxxx\r\n",
             b"MSG s 1 2\r\nabXY",
+            // Found by the fuzz target `wire`: a size that overflows the buffer's arithmetic.
+            b"MSG s 1 18446744073709551615\r\n\r\n",
+            b"HMSG s 1 0 18446744073709551614\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Err(WireError::Protocol(_))),
