@@ -165,10 +165,15 @@ pub struct History {
 impl History {
     /// The history of `tickets` tickets.
     pub fn new(tickets: u64) -> Self {
+        Self::of_tickets(1, tickets)
+    }
+
+    /// The history of tickets `first` to `last` (the soak's new tickets, after the store's).
+    pub fn of_tickets(first: u64, last: u64) -> Self {
         History {
-            rng: Rng(42),
-            tickets,
-            next: 1,
+            rng: Rng(42 ^ first),
+            tickets: last,
+            next: first,
             live: Vec::new(),
         }
     }

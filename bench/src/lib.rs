@@ -23,6 +23,8 @@ pub mod procs;
 pub mod reads;
 pub mod report;
 mod run;
+pub mod setup;
+pub mod soak;
 pub mod stats;
 
 pub use run::{BenchOptions, run};

@@ -1,17 +1,15 @@
 //! The run: start a broker, publish, read raw, start the daemon, time ingest, replay and queries,
 //! load PostgreSQL, measure memory and disk, write the report.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_nats::jetstream;
-use ticket_ledger::config::Settings;
 
-use crate::procs::{KillOnDrop, cpu_secs, dir_size, free_port, peak_rss_kib};
+use crate::procs::{cpu_secs, dir_size, peak_rss_kib};
 use crate::reads::{Limit, RawRead, publish_history, raw_read, raw_read_own};
-use crate::stats::{Latency, get_page, measure_path, measure_query, readyz};
+use crate::setup::{Broker, Daemon};
+use crate::stats::{Latency, get_page, measure_path, measure_query};
 use crate::{BENCH_TOKEN, postgres, report};
 
 /// Benchmark options.
@@ -40,33 +38,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         );
     }
     let tmp = tempfile::tempdir().context("temp dir")?;
-    let launch = ticket_ledger::nats::server::Launch {
-        binary: ticket_ledger::nats::find_binary(Path::new("nats-server"))?,
-        host: "127.0.0.1".into(),
-        port: None,
-        dir: tmp.path().join("js"),
-        log: None,
-        args: Vec::new(),
-    };
-    let nats_bin = launch.binary.clone();
-    let nats = KillOnDrop(launch.command()?.spawn().context("starting nats-server")?);
-    let nats_port =
-        ticket_ledger::nats::server::reported_port(&launch.dir, Duration::from_secs(15))?;
-    let nats_pid = nats.0.id();
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let mut settings = Settings::defaults();
-    settings.nats.url = nats_url.clone();
-    let client = loop {
-        // The daemon's subscription capacity, so that the raw read drops nothing either.
-        let options = async_nats::ConnectOptions::new()
-            .subscription_capacity(ticket_ledger::nats::SUBSCRIPTION_CAPACITY);
-        if let Ok(c) = options.connect(nats_url.as_str()).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let js = jetstream::new(client.clone());
-    ticket_ledger::nats::ensure_stream(&js, &settings.nats).await?;
+    let broker = Broker::start(tmp.path()).await?;
+    let (client, js, settings) = (&broker.client, &broker.js, &broker.settings);
+    let (nats_pid, nats_url, nats_bin) = (broker.pid, &broker.url, &broker.binary);
 
     eprintln!("publishing {} tickets...", opts.tickets);
     let mut finals = Vec::new();
@@ -113,54 +87,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let limit_1 = raw_limit().await?;
 
     // The daemon, as a child process with its own store.
-    let http_port = free_port()?;
-    let store = tmp.path().join("store");
-    let base = format!("http://127.0.0.1:{http_port}");
-    let config = tmp.path().join("bench.toml");
-    let projects: Vec<String> = (0..10).map(|i| format!("\"project-{i}\"")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "[[auth.principals]]\nname = \"bench\"\nprojects = [{}]\n\
-             actions = [\"coc:job:list\", \"coc:job:get\", \"coc:ledger:admin\"]\n\n\
-             [[auth.tokens]]\nprincipal = \"bench\"\nsha256 = \"{}\"\n\n\
-             [auth]\naccess_keys = []\n",
-            projects.join(", "),
-            ticket_ledger::http::auth::hash_token(BENCH_TOKEN)
-        ),
-    )?;
     let started = Instant::now();
     let nats_cpu = cpu_secs(nats_pid);
-    let mut daemon = KillOnDrop(
-        Command::new(&opts.daemon)
-            .arg("serve")
-            .env("TICKET_LEDGER_CONFIG", &config)
-            .env("TICKET_LEDGER_NATS__URL", &nats_url)
-            .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
-            .env("TICKET_LEDGER_STORE__PATH", &store)
-            .env(
-                "TICKET_LEDGER_HTTP__LISTEN",
-                format!("127.0.0.1:{http_port}"),
-            )
-            .env("TICKET_LEDGER_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the daemon")?,
-    );
-    let pid = daemon.0.id();
+    let mut daemon = Daemon::start(&opts.daemon, tmp.path(), nats_url)?;
+    let (pid, base, store) = (daemon.pid, daemon.base.clone(), daemon.store.clone());
     let http = reqwest::Client::new();
-    loop {
-        if let Some(r) = readyz(&http, &base).await
-            && r["view_seq"].as_u64() == Some(events)
-        {
-            break;
-        }
-        if let Some(status) = daemon.0.try_wait()? {
-            bail!("the daemon exited during ingest ({status}); run it by hand to see why");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    daemon.wait_view(&http, events).await?;
     let ingest_secs = started.elapsed().as_secs_f64();
     let ingest_rate = events as f64 / ingest_secs;
     let ingest_rss_kib = peak_rss_kib(pid).unwrap_or(0);
@@ -353,7 +285,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     }
-    let stopped = daemon.0.wait()?;
+    let stopped = daemon.process.0.wait()?;
     if !stopped.success() {
         bail!("the daemon did not stop cleanly: {stopped}");
     }
@@ -381,6 +313,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         (ingest_rss_kib, rss_kib),
         disk,
         records,
-        &nats_bin,
+        nats_bin,
     )
 }

@@ -1,0 +1,272 @@
+//! The soak: the daemon on a store of N tickets, under steady ingest at a set rate while 8
+//! connections send a mix of the list's queries and the detail at a fixed total rate, for
+//! minutes; per minute, each query kind's p50/p99, the daemon's RSS, the largest lag and the
+//! errors. Then the records export, with the daemon's RSS watched while it streams.
+//!
+//! Requests run on an open-loop schedule: request k of the run is due at `k / qps` seconds and
+//! its latency counts from then, so a daemon that falls behind shows it as latency (queueing)
+//! instead of quietly sending fewer requests (the coordinated omission of a closed loop).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::HeaderMap;
+
+use crate::history::History;
+use crate::procs::rss_kib;
+use crate::reads::publish_history;
+use crate::setup::{Broker, Daemon};
+use crate::stats::{get_page, percentiles, readyz};
+
+/// Soak options.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Tickets in the store before the soak.
+    pub tickets: u64,
+    /// Minutes of load.
+    pub minutes: u64,
+    /// Events published per second during the soak.
+    pub rate: u64,
+    /// Requests per second, in all, over 8 connections.
+    pub qps: u64,
+    /// The daemon binary.
+    pub daemon: PathBuf,
+}
+
+/// Query connections.
+const CONNECTIONS: u64 = 8;
+
+/// One minute of the soak.
+#[derive(Debug, Default, Clone)]
+pub struct Minute {
+    /// Latencies, µs, by query kind.
+    pub latencies: BTreeMap<&'static str, Vec<f64>>,
+    /// Failed requests.
+    pub errors: u64,
+    /// The daemon's RSS at the minute's end, KiB.
+    pub rss_kib: u64,
+    /// The largest lag seen (stream's last sequence minus applied), events.
+    pub max_lag: u64,
+    /// Events published in the minute.
+    pub published: u64,
+    /// Tickets the daemon held at the minute's end.
+    pub tickets: u64,
+}
+
+/// The query mix: the list's kinds as the benchmark asks them, and the detail of a ticket.
+fn request(k: u64, tickets: u64) -> (&'static str, String, String) {
+    let id = 1 + (k.wrapping_mul(2_654_435_761) % tickets);
+    let project = format!("project-{}", id % 10);
+    let list = |q: &str| format!("/v1/job/script/orders?{q}");
+    let (kind, path) = match k % 8 {
+        0 => ("no filter", list("limit=10")),
+        1 => ("creator", list("limit=10&creator=creator-7")),
+        2 => ("status", list("limit=10&status=ABNORMAL")),
+        3 => (
+            "creator+status",
+            list("limit=10&creator=creator-7&status=FINISHED"),
+        ),
+        4 => ("name_like", list("limit=10&name_like=kalo")),
+        5 => ("deep page", list("limit=10&marker=200")),
+        6 => ("processing", list("limit=10&status=PROCESSING")),
+        _ => ("detail", format!("/v1/job/script/orders/SCT{id:012}")),
+    };
+    (kind, path, project)
+}
+
+/// Runs the soak and returns its report (Markdown).
+pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
+    let tmp = tempfile::tempdir().context("temp dir")?;
+    let broker = Broker::start(tmp.path()).await?;
+    eprintln!("publishing {} tickets...", opts.tickets);
+    let prefix = broker.settings.nats.subject_prefix.clone();
+    let (events, secs) =
+        publish_history(&broker.js, opts.tickets, &prefix, &mut Vec::new()).await?;
+    eprintln!("published {events} events in {secs:.0}s; starting the daemon");
+    let mut daemon = Daemon::start(&opts.daemon, tmp.path(), &broker.url)?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    daemon.wait_view(&http, events).await?;
+    eprintln!(
+        "ingested in {:.0}s; soaking for {} minutes",
+        started.elapsed().as_secs_f64(),
+        opts.minutes
+    );
+
+    let minutes: Arc<std::sync::Mutex<Vec<Minute>>> = Arc::new(std::sync::Mutex::new(vec![
+            Minute::default();
+            opts.minutes as usize
+        ]));
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(opts.minutes * 60);
+    let minute_of = move |at: Instant| (at.duration_since(t0).as_secs() / 60) as usize;
+
+    // Ingest: new tickets after the store's, `rate` events a second in steps of 10 ms.
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (js, published, minutes) = (broker.js.clone(), published.clone(), minutes.clone());
+        let prefix = prefix.clone();
+        let first = opts.tickets + 1;
+        let per_step = (opts.rate / 100).max(1);
+        tokio::spawn(async move {
+            let mut history = History::of_tickets(first, u64::MAX / 2);
+            let mut acks = std::collections::VecDeque::new();
+            let mut step = tokio::time::interval(Duration::from_millis(10));
+            while Instant::now() < end {
+                step.tick().await;
+                for _ in 0..per_step {
+                    let (e, _) = history.next().expect("endless");
+                    let mut h = HeaderMap::new();
+                    h.insert("Nats-Msg-Id", e.id.as_str());
+                    acks.push_back(
+                        js.publish_with_headers(e.subject(&prefix), h, e.to_bytes().into())
+                            .await?,
+                    );
+                }
+                while acks.len() > 2_000 {
+                    acks.pop_front().expect("non-empty").await?;
+                }
+                published.fetch_add(per_step, Ordering::Relaxed);
+                let m = minute_of(Instant::now());
+                if let Some(m) = minutes.lock().unwrap().get_mut(m) {
+                    m.published += per_step;
+                }
+            }
+            for a in acks {
+                a.await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    // Queries: connection c sends requests c, c + 8, c + 16, ... each at its scheduled time.
+    let interval = 1.0 / opts.qps as f64;
+    let mut workers = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (base, minutes) = (daemon.base.clone(), minutes.clone());
+        let tickets = opts.tickets;
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()?;
+            let mut k = c;
+            loop {
+                let due = t0 + Duration::from_secs_f64(k as f64 * interval);
+                if due >= end {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let (kind, path, project) = request(k, tickets);
+                let ok = get_page(&http, &format!("{base}{path}"), &project)
+                    .await
+                    .is_ok();
+                let done = Instant::now();
+                let us = done.duration_since(due).as_secs_f64() * 1e6;
+                if let Some(m) = minutes.lock().unwrap().get_mut(minute_of(due)) {
+                    if ok {
+                        m.latencies.entry(kind).or_default().push(us);
+                    } else {
+                        m.errors += 1;
+                    }
+                }
+                k += CONNECTIONS;
+            }
+        }));
+    }
+
+    // The watcher: lag every 200 ms, RSS and tickets at each minute's end.
+    let mut last_minute = 0;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = minute_of(Instant::now());
+        if let Some(r) = readyz(&http, &daemon.base).await {
+            let lag = r["stream_last_seq"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(r["applied_seq"].as_u64().unwrap_or(0));
+            let mut ms = minutes.lock().unwrap();
+            if let Some(m) = ms.get_mut(now) {
+                m.max_lag = m.max_lag.max(lag);
+                m.tickets = r["tickets"].as_u64().unwrap_or(0);
+                m.rss_kib = rss_kib(daemon.pid).unwrap_or(0);
+            }
+        }
+        if now != last_minute {
+            eprintln!("minute {} done", last_minute + 1);
+            last_minute = now;
+        }
+    }
+    publisher.await??;
+    for w in workers {
+        w.await??;
+    }
+    let export = export_rss(&http, &daemon).await?;
+    let minutes = minutes.lock().unwrap().clone();
+    Ok(report(&opts, events, &minutes, export))
+}
+
+/// The daemon's RSS before the records export and the most it reached while the export
+/// streamed (KiB), and the export's bytes.
+async fn export_rss(http: &reqwest::Client, daemon: &Daemon) -> anyhow::Result<(u64, u64, u64)> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = rss_kib(daemon.pid).unwrap_or(0);
+    let mut resp = http
+        .get(format!("{}/v1/ledger/records", daemon.base))
+        .header("X-Auth-Token", crate::BENCH_TOKEN)
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "export: {}", resp.status());
+    let (mut bytes, mut peak) = (0u64, before);
+    while let Some(piece) = resp.chunk().await? {
+        bytes += piece.len() as u64;
+        peak = peak.max(rss_kib(daemon.pid).unwrap_or(0));
+    }
+    Ok((before, peak, bytes))
+}
+
+fn report(opts: &SoakOptions, events: u64, minutes: &[Minute], export: (u64, u64, u64)) -> String {
+    let kinds: Vec<&str> = (0..8).map(|k| request(k, 1).0).collect();
+    let mut out = format!(
+        "Soak: {} tickets ({events} events) in the store, then {} minutes of {} events/s of ingest \
+         and {} requests/s over {CONNECTIONS} connections (open loop; latency from each \
+         request's scheduled time), µs p50/p99:\n\n| min | published | tickets | RSS MiB | RSS B/ticket | max lag | errors |",
+        opts.tickets, opts.minutes, opts.rate, opts.qps
+    );
+    for k in &kinds {
+        out.push_str(&format!(" {k} |"));
+    }
+    out.push_str("\n|---|---|---|---|---|---|---|");
+    out.push_str(&"---|".repeat(kinds.len()));
+    out.push('\n');
+    for (i, m) in minutes.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            m.published,
+            m.tickets,
+            m.rss_kib / 1024,
+            m.rss_kib * 1024 / m.tickets.max(1),
+            m.max_lag,
+            m.errors
+        ));
+        for k in &kinds {
+            let [p50, p99, _] = percentiles(m.latencies.get(k).cloned().unwrap_or_default());
+            out.push_str(&format!(" {p50:.0}/{p99:.0} |"));
+        }
+        out.push('\n');
+    }
+    let (before, peak, bytes) = export;
+    out.push_str(&format!(
+        "\nRecords export after the soak: {} MiB streamed; the daemon's RSS {} MiB before, at \
+         most {} MiB while it streamed (+{} MiB).\n",
+        bytes / (1024 * 1024),
+        before / 1024,
+        peak / 1024,
+        peak.saturating_sub(before) / 1024
+    ));
+    out
+}
