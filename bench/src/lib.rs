@@ -29,5 +29,14 @@ pub mod stats;
 
 pub use run::{BenchOptions, run};
 
+/// The daemon binary: `given`, or `ticket-ledger` beside the running one (where
+/// `cargo build --release --workspace` leaves both).
+pub fn daemon_binary(given: Option<std::path::PathBuf>) -> std::io::Result<std::path::PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => Ok(std::env::current_exe()?.with_file_name("ticket-ledger")),
+    }
+}
+
 /// The token the benchmark's daemon is configured with.
 pub const BENCH_TOKEN: &str = "bench-token";

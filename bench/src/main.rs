@@ -36,10 +36,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let daemon = match a.daemon {
-        Some(d) => d,
-        None => std::env::current_exe()?.with_file_name("ticket-ledger"),
-    };
+    let daemon = ticket_ledger_bench::daemon_binary(a.daemon)?;
     ticket_ledger_bench::run(ticket_ledger_bench::BenchOptions {
         tickets: a.tickets,
         requests: a.requests,

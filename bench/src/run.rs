@@ -45,7 +45,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     eprintln!("publishing {} tickets...", opts.tickets);
     let mut finals = Vec::new();
     let (events, publish_secs) = publish_history(
-        &js,
+        js,
         opts.tickets,
         &settings.nats.subject_prefix,
         &mut finals,
@@ -65,13 +65,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             )
         };
         let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
-        let secs = raw_read(&client, &js, &settings.nats.stream, events).await?;
+        let secs = raw_read(client, js, &settings.nats.stream, events).await?;
         let library = RawRead {
             rate: events as f64 / secs,
             cpu: since(cpu0),
         };
         let cpu0 = (cpu_secs(nats_pid), cpu_secs(0));
-        let secs = raw_read_own(&client, &js, &settings, events).await?;
+        let secs = raw_read_own(client, js, settings, events).await?;
         let own = RawRead {
             rate: events as f64 / secs,
             cpu: since(cpu0),

@@ -33,10 +33,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let daemon = match a.daemon {
-        Some(d) => d,
-        None => std::env::current_exe()?.with_file_name("ticket-ledger"),
-    };
+    let daemon = ticket_ledger_bench::daemon_binary(a.daemon)?;
     let report = ticket_ledger_bench::soak::soak(ticket_ledger_bench::soak::SoakOptions {
         tickets: a.tickets,
         minutes: a.minutes,
