@@ -44,13 +44,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
 
     eprintln!("publishing {} tickets...", opts.tickets);
     let mut finals = Vec::new();
-    let (events, publish_secs) = publish_history(
-        js,
-        opts.tickets,
-        &settings.nats.subject_prefix,
-        &mut finals,
-    )
-    .await?;
+    let (events, publish_secs) =
+        publish_history(js, opts.tickets, &settings.nats.subject_prefix, &mut finals).await?;
     eprintln!("published {events} events in {publish_secs:.1}s");
     let per_event = |secs: f64| secs * 1e6 / events as f64;
     // The limit: the whole stream read raw, through the client library's ordered consumer and
