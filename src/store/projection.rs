@@ -110,7 +110,12 @@ impl Projection {
     pub fn open(dir: &Path, policy: FlushPolicy) -> Result<Self, StoreError> {
         let store = Store::open_with_cache(dir, policy.cache_mb, policy.lock_wait)?;
         let mut seen = Seen::default();
-        let index = load_view(&store, Some(&mut seen))?;
+        let index = load_view(&store, Some(&mut seen)).map_err(|e| match e {
+            StoreError::Sled(sled::Error::Corruption { .. }) => {
+                store.damaged(format!("reading its records back: {e}"))
+            }
+            e => e,
+        })?;
         let projection = Self::with_view(store, policy, Arc::new(RwLock::new(index)), true)?;
         projection.pending().seen = seen;
         Ok(projection)
