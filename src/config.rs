@@ -45,6 +45,18 @@ pub struct HttpSettings {
     pub metrics_open: Option<bool>,
 }
 
+/// How events are decoded, by these settings: the subject prefix and the size limit. What
+/// ingest, the rebuild, `rebuild-store` and `verify` all decode with.
+pub fn decode_rules(
+    nats: &NatsSettings,
+    ingest: &IngestSettings,
+) -> crate::core::batch::DecodeRules {
+    crate::core::batch::DecodeRules {
+        subject_prefix: nats.subject_prefix.clone(),
+        max_event_bytes: ingest.max_event_bytes,
+    }
+}
+
 /// Store settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestSettings, NatsSettings};
 use crate::core::batch::DeadLetter;
-use crate::core::batch::{DecodeRules, Decoded};
+use crate::core::batch::Decoded;
 use crate::metrics::Metrics;
 use crate::nats::BrokerStatus;
 use crate::nats::{ensure_stream, read_batches};
@@ -96,10 +96,7 @@ async fn consume(
             "catching up: the list view is rebuilt from the records once caught up"
         );
     }
-    let rules = DecodeRules {
-        subject_prefix: nats.subject_prefix.clone(),
-        max_event_bytes: ingest.max_event_bytes,
-    };
+    let rules = crate::config::decode_rules(nats, ingest);
     let mut batches = read_batches(
         client,
         &stream,

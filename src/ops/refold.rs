@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use async_nats::jetstream;
 
 use crate::config::Settings;
-use crate::core::batch::DecodeRules;
 use crate::nats::BrokerStatus;
 use crate::store::Projection;
 
@@ -32,10 +31,7 @@ pub(crate) async fn fold_stream(
     if last == 0 {
         return Ok(());
     }
-    let rules = DecodeRules {
-        subject_prefix: settings.nats.subject_prefix.clone(),
-        max_event_bytes: settings.ingest.max_event_bytes,
-    };
+    let rules = crate::config::decode_rules(&settings.nats, &settings.ingest);
     let status = Arc::new(BrokerStatus::default());
     let from = (1, settings.ingest.batch_size);
     let mut batches =

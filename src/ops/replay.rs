@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use serde::Serialize;
 
 use crate::config::{IngestSettings, NatsSettings};
-use crate::core::batch::{DecodeRules, Decoded};
+use crate::core::batch::Decoded;
 use crate::nats::BrokerStatus;
 use crate::store::{Ledger, Projection};
 
@@ -166,10 +166,7 @@ async fn run(
     tracing::info!(generation, "rebuild started");
     let js = jetstream::new(client.clone());
     let stream = crate::nats::ensure_stream(&js, nats).await?;
-    let rules = DecodeRules {
-        subject_prefix: nats.subject_prefix.clone(),
-        max_event_bytes: ingest.max_event_bytes,
-    };
+    let rules = crate::config::decode_rules(nats, ingest);
     let mut last_log = Instant::now();
     if try_switch(ledger, &next, generation, Vec::new()).await? {
         return Ok((generation, next.ticket_count()));

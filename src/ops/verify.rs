@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use super::audit::AdminClient;
 use crate::config::Settings;
-use crate::core::batch::{DecodeRules, MemoryProjection, RawMessage, TicketKey};
+use crate::core::batch::{MemoryProjection, RawMessage, TicketKey};
 use crate::core::events;
 use crate::core::fold::Ticket;
 use crate::store::{Projection, ticket_json};
@@ -162,10 +162,7 @@ async fn refold_moved(
     let Some(&upto) = moved.values().max() else {
         return Ok(BTreeMap::new());
     };
-    let rules = DecodeRules {
-        subject_prefix: settings.nats.subject_prefix.clone(),
-        max_event_bytes: settings.ingest.max_event_bytes,
-    };
+    let rules = crate::config::decode_rules(&settings.nats, &settings.ingest);
     let mut own: HashMap<&TicketKey, Vec<RawMessage>> = HashMap::new();
     let mut messages = crate::nats::ordered_messages(client, stream, 1).await?;
     while let Some(m) = messages.next().await {
