@@ -26,12 +26,16 @@ impl AdminClient {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req
-            .header("X-Auth-Token", &self.token)
+    /// Sends `req` with the token; the response, whatever its status.
+    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.header("X-Auth-Token", &self.token)
             .send()
             .await
-            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))?;
+            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = self.call(req).await?;
         let status = resp.status();
         let body: Value = resp.json().await.context("reading the daemon's answer")?;
         if !status.is_success() {
@@ -54,12 +58,8 @@ impl AdminClient {
     /// it comes, once its status says it succeeded.
     pub async fn get_raw(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("X-Auth-Token", &self.token)
-            .send()
-            .await
-            .with_context(|| format!("calling the daemon at {} (is it running?)", self.base))?;
+            .call(self.http.get(format!("{}{path}", self.base)))
+            .await?;
         if !resp.status().is_success() {
             bail!(
                 "{}: {}",
