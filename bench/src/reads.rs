@@ -12,6 +12,20 @@ use ticket_ledger::core::fold::Ticket;
 
 use crate::history::History;
 
+/// Publishes one event as an executor does (its `id` as `Nats-Msg-Id`); the acknowledgement to
+/// wait for.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    e: &ticket_ledger::core::events::Event,
+    prefix: &str,
+) -> anyhow::Result<jetstream::context::PublishAckFuture> {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", e.id.as_str());
+    Ok(js
+        .publish_with_headers(e.subject(prefix), h, e.to_bytes().into())
+        .await?)
+}
+
 /// Publishes the generated history; returns (events, seconds). The final states go to `finals`,
 /// for the PostgreSQL baseline.
 pub async fn publish_history(
@@ -24,12 +38,7 @@ pub async fn publish_history(
     let mut acks = std::collections::VecDeque::new();
     let mut count = 0u64;
     for (e, last) in History::new(tickets) {
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", e.id.as_str());
-        acks.push_back(
-            js.publish_with_headers(e.subject(prefix), h, e.to_bytes().into())
-                .await?,
-        );
+        acks.push_back(publish_event(js, &e, prefix).await?);
         count += 1;
         finals.extend(last);
         if acks.len() >= 4_000 {

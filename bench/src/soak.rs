@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::HeaderMap;
 
 use crate::history::History;
 use crate::procs::rss_kib;
-use crate::reads::publish_history;
+use crate::reads::{publish_event, publish_history};
 use crate::setup::{Broker, Daemon};
 use crate::stats::{get_page, percentiles, readyz};
 
@@ -120,12 +119,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
                 step.tick().await;
                 for _ in 0..per_step {
                     let (e, _) = history.next().expect("endless");
-                    let mut h = HeaderMap::new();
-                    h.insert("Nats-Msg-Id", e.id.as_str());
-                    acks.push_back(
-                        js.publish_with_headers(e.subject(&prefix), h, e.to_bytes().into())
-                            .await?,
-                    );
+                    acks.push_back(publish_event(&js, &e, &prefix).await?);
                 }
                 while acks.len() > 2_000 {
                     acks.pop_front().expect("non-empty").await?;
