@@ -7,6 +7,7 @@
 //! and both are then walked side by side in key order. Only records that moved while the export
 //! was read are held, with their own events.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -202,50 +203,51 @@ fn compare(
     moved: &BTreeMap<TicketKey, Option<Ticket>>,
 ) -> anyhow::Result<Vec<String>> {
     let mut differences = Vec::new();
+    // Each export line with its key, read once.
     let mut live = BufReader::new(std::fs::File::open(export)?)
         .lines()
         .skip(1)
+        .map(|line| -> anyhow::Result<(TicketKey, String)> {
+            let line = line?;
+            Ok((key_of(&line)?, line))
+        })
         .peekable();
     let mut folded = fold.store().tickets().peekable();
     let mut meter = super::progress::Meter::new("compare", "records");
     let mut done = 0;
     loop {
-        let live_key = match live.peek() {
-            Some(Ok(line)) => Some(key_of(line)?),
-            Some(Err(_)) => return Err(live.next().expect("peeked").expect_err("err").into()),
-            None => None,
-        };
-        let folded_key = match folded.peek() {
-            Some(Ok(t)) => Some((t.project.clone(), t.order_id)),
-            Some(Err(_)) => return Err(folded.next().expect("peeked").expect_err("err").into()),
-            None => None,
-        };
-        let (live_line, expected) = match (live_key, folded_key) {
+        let order = match (live.peek(), folded.peek()) {
             (None, None) => break,
-            (Some(l), Some(f)) if l == f => (live.next(), folded.next().map(|t| t.ok())),
-            (Some(l), f) if f.as_ref().is_none_or(|f| l < *f) => (live.next(), None),
-            _ => (None, folded.next().map(|t| t.ok())),
+            (Some(Err(_)), _) => return Err(live.next().expect("peeked").expect_err("err")),
+            (_, Some(Err(_))) => {
+                return Err(folded.next().expect("peeked").expect_err("err").into());
+            }
+            (Some(Ok(_)), None) => Ordering::Less,
+            (None, Some(Ok(_))) => Ordering::Greater,
+            (Some(Ok((key, _))), Some(Ok(t))) => (&key.0, key.1).cmp(&(&t.project, t.order_id)),
         };
-        let expected = expected.flatten();
-        match (live_line.transpose()?, expected) {
-            (Some(raw), folded) => {
-                let key = key_of(&raw)?;
-                let want = match moved.get(&key) {
-                    Some(own) => own.clone(),
-                    None => folded,
-                };
-                differences.extend(difference(&key, raw.as_bytes(), want.as_ref()));
-                done += 1;
-                meter.show(done, done, "compared");
+        let expected = match order {
+            Ordering::Less => None,
+            Ordering::Equal => folded.next().and_then(Result::ok),
+            Ordering::Greater => {
+                let t = folded.next().and_then(Result::ok).expect("peeked");
+                if !moved.contains_key(&(t.project.clone(), t.order_id)) {
+                    differences.push(format!(
+                        "{}/{}: in the stream's fold but not in the live store",
+                        t.project, t.order_id
+                    ));
+                }
+                continue;
             }
-            (None, Some(t)) if !moved.contains_key(&(t.project.clone(), t.order_id)) => {
-                differences.push(format!(
-                    "{}/{}: in the stream's fold but not in the live store",
-                    t.project, t.order_id
-                ));
-            }
-            _ => {}
-        }
+        };
+        let (key, raw) = live.next().expect("peeked")?;
+        let want = match moved.get(&key) {
+            Some(own) => own.as_ref(),
+            None => expected.as_ref(),
+        };
+        differences.extend(difference(&key, raw.as_bytes(), want));
+        done += 1;
+        meter.show(done, done, "compared");
     }
     meter.finish(true);
     Ok(differences)
