@@ -92,18 +92,15 @@ fn is_zero(n: &u64) -> bool {
 /// of the oldest one recorded, which is then only counted: the history stays bounded, and still
 /// ends with the last event that touched it (what `verify` anchors a moving record at).
 fn record(history: &mut Vec<HistoryEntry>, unrecorded: &mut u64, entry: HistoryEntry) {
-    if entry.outcome == Outcome::Duplicate {
-        let mut duplicates = history.iter().enumerate();
-        let mut duplicates = duplicates
-            .by_ref()
-            .filter(|(_, h)| h.outcome == Outcome::Duplicate);
-        let oldest = duplicates.next().map(|(i, _)| i);
-        if let Some(oldest) = oldest
-            && duplicates.count() + 1 >= DUPLICATES_KEPT
-        {
-            history.remove(oldest);
-            *unrecorded += 1;
-        }
+    let is_duplicate = |h: &HistoryEntry| h.outcome == Outcome::Duplicate;
+    if is_duplicate(&entry) && history.iter().filter(|h| is_duplicate(h)).count() >= DUPLICATES_KEPT
+    {
+        let oldest = history
+            .iter()
+            .position(is_duplicate)
+            .expect("counted above");
+        history.remove(oldest);
+        *unrecorded += 1;
     }
     history.push(entry);
 }
