@@ -46,6 +46,9 @@ pub struct Minute {
     pub latencies: BTreeMap<&'static str, Vec<f64>>,
     /// Failed requests.
     pub errors: u64,
+    /// How late the generator started requests whose connection was free when they were due,
+    /// µs: its own share of the latencies.
+    pub late: Vec<f64>,
     /// The daemon's RSS at the minute's end, KiB.
     pub rss_kib: u64,
     /// The largest lag seen (stream's last sequence minus applied), events.
@@ -137,23 +140,25 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
         })
     };
 
-    // Queries: connection c sends requests c, c + 8, c + 16, ... each at its scheduled time.
+    // Queries: connection c sends requests c, c + 8, c + 16, ... each at its scheduled time. The
+    // schedule is kept by a thread of its own sleeping on the OS's timer (tokio's has a
+    // millisecond's granularity, which would be counted as latency), handing each request to its
+    // connection when it is due.
     let interval = 1.0 / opts.qps as f64;
+    let mut to_workers = Vec::new();
     let mut workers = Vec::new();
-    for c in 0..CONNECTIONS {
+    for _ in 0..CONNECTIONS {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+        to_workers.push(tx);
         let (base, minutes) = (daemon.base.clone(), minutes.clone());
         let tickets = opts.tickets;
         workers.push(tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()?;
-            let mut k = c;
-            loop {
-                let due = t0 + Duration::from_secs_f64(k as f64 * interval);
-                if due >= end {
-                    return anyhow::Ok(());
-                }
-                tokio::time::sleep_until(due.into()).await;
+            let mut idle_since = t0;
+            while let Some((k, due)) = rx.recv().await {
+                let start = Instant::now();
                 let (kind, path, project) = request(k, tickets);
                 let ok = get_page(&http, &format!("{base}{path}"), &project)
                     .await
@@ -166,11 +171,28 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
                     } else {
                         m.errors += 1;
                     }
+                    // The generator's own lateness, where the connection was free when due.
+                    if idle_since <= due {
+                        m.late.push(start.duration_since(due).as_secs_f64() * 1e6);
+                    }
                 }
-                k += CONNECTIONS;
+                idle_since = done;
             }
+            anyhow::Ok(())
         }));
     }
+    std::thread::spawn(move || {
+        for k in 0u64.. {
+            let due = t0 + Duration::from_secs_f64(k as f64 * interval);
+            if due >= end {
+                return; // dropping the senders ends the connections
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let _ = to_workers[(k % CONNECTIONS) as usize].send((k, due));
+        }
+    });
 
     // The watcher: lag every 200 ms, RSS and tickets at each minute's end.
     let mut last_minute = 0;
@@ -227,13 +249,14 @@ fn report(opts: &SoakOptions, events: u64, minutes: &[Minute], export: (u64, u64
     let mut out = format!(
         "Soak: {} tickets ({events} events) in the store, then {} minutes of {} events/s of ingest \
          and {} requests/s over {CONNECTIONS} connections (open loop; latency from each \
-         request's scheduled time), µs p50/p99:\n\n| min | published | tickets | RSS MiB | RSS B/ticket | max lag | errors |",
+         request's scheduled time), µs p50/p99; \"late\" is the generator's own lateness in \
+         starting a request:\n\n| min | published | tickets | RSS MiB | RSS B/ticket | max lag | errors | late |",
         opts.tickets, opts.minutes, opts.rate, opts.qps
     );
     for k in &kinds {
         out.push_str(&format!(" {k} |"));
     }
-    out.push_str("\n|---|---|---|---|---|---|---|");
+    out.push_str("\n|---|---|---|---|---|---|---|---|");
     out.push_str(&"---|".repeat(kinds.len()));
     out.push('\n');
     for (i, m) in minutes.iter().enumerate() {
@@ -247,6 +270,8 @@ fn report(opts: &SoakOptions, events: u64, minutes: &[Minute], export: (u64, u64
             m.max_lag,
             m.errors
         ));
+        let [l50, l99, _] = percentiles(m.late.clone());
+        out.push_str(&format!(" {l50:.0}/{l99:.0} |"));
         for k in &kinds {
             let [p50, p99, _] = percentiles(m.latencies.get(k).cloned().unwrap_or_default());
             out.push_str(&format!(" {p50:.0}/{p99:.0} |"));

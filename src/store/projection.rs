@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -67,6 +67,9 @@ struct Pending {
     since: Option<Instant>,
     /// Kept across hand-offs.
     seen: Seen,
+    /// Tickets a fold has moved out of `tickets` and not yet committed back: a reader of one
+    /// waits for the commit (see [`Projection::ticket`]) rather than read an older state.
+    taken: rustc_hash::FxHashSet<TicketKey>,
 }
 
 /// The projection shared by ingest and the API.
@@ -82,7 +85,14 @@ pub struct Projection {
     /// Set when a fold failed halfway (see [`Projection::fold`]).
     poisoned: AtomicBool,
     applied_seq: AtomicU64,
+    /// Up to where records may already hold events the stream delivers again (see
+    /// [`Store::redo_until`]), as found at opening.
+    redo_until: u64,
     pending: Mutex<Pending>,
+    /// Signalled when a fold's taken tickets are back in `pending`.
+    folded: Condvar,
+    /// Messages in `pending` not yet handed to the writer (its `events`, readable unlocked).
+    buffered: AtomicU64,
     writer: WriteBehind,
     policy: FlushPolicy,
     /// Declared last, so that it runs after every other field (the writer thread and sled's
@@ -144,6 +154,15 @@ impl Projection {
         maintains_view: bool,
     ) -> Result<Self, StoreError> {
         let applied = store.applied_seq()?;
+        let redo_until = store.redo_until()?;
+        if redo_until > 0 {
+            tracing::info!(
+                applied_seq = applied,
+                redo_until,
+                "the last write was cut short: events up to redo_until that a record already \
+                 holds are skipped"
+            );
+        }
         let writer = WriteBehind::spawn(store.clone(), applied, policy.min_free_bytes)?;
         Ok(Self {
             store,
@@ -152,7 +171,10 @@ impl Projection {
             view_frozen_at: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             applied_seq: AtomicU64::new(applied),
+            redo_until,
             pending: Mutex::new(Pending::default()),
+            folded: Condvar::new(),
+            buffered: AtomicU64::new(0),
             writer,
             policy,
             retired: RetireOnDrop::default(),
@@ -233,12 +255,21 @@ impl Projection {
     }
 
     /// A ticket's current record: from the write-behind buffer, else from the write in
-    /// progress, else from sled.
+    /// progress, else from sled. A ticket a fold holds is waited for: the buffer's state is newer
+    /// than the written ones, so reading those meanwhile would answer an older state.
     pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
         let key = (project.clone(), order_id);
-        if let Some(t) = self.pending().tickets.get(&key) {
-            return Ok(Some(t.clone()));
+        let mut pending = self.pending();
+        loop {
+            if let Some(t) = pending.tickets.get(&key) {
+                return Ok(Some(t.clone()));
+            }
+            if !pending.taken.contains(&key) {
+                break;
+            }
+            pending = self.folded.wait(pending).unwrap_or_else(|e| e.into_inner());
         }
+        drop(pending);
         self.cold_ticket(&key)
     }
 
@@ -254,34 +285,45 @@ impl Projection {
     /// Folds a decoded batch into this projection and commits it (see [`Projection::commit`]).
     /// Returns what the fold did, for the caller's log and metrics. Callers serialise commits.
     ///
-    /// Tickets in the write-behind buffer are moved into the fold and back, never copied. If a
-    /// look-up in sled fails halfway, the tickets already moved out are gone from the buffer, so
-    /// the projection refuses every later commit ([`StoreError::Inconsistent`]) until the daemon
-    /// restarts from what sled holds.
+    /// Tickets in the write-behind buffer are moved into the fold and back, never copied. The
+    /// buffer is locked per look-up and for the commit, not for the whole fold, so that a reader
+    /// of another ticket never waits for a batch (one of the moved tickets waits, see
+    /// [`Projection::ticket`]). If a look-up in sled fails halfway, the tickets already moved out
+    /// are gone from the buffer, so the projection refuses every later commit
+    /// ([`StoreError::Inconsistent`]) until the daemon restarts from what sled holds.
     pub fn fold(&self, batch: Vec<Decoded>) -> Result<FoldReport, StoreError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Inconsistent);
         }
+        self.keep_up_with_writer()?;
         let applied = self.applied_seq();
-        let mut pending = self.pending();
-        let folded = fold_decoded(batch, applied, |k| match pending.tickets.remove(k) {
-            Some(t) => Ok(Some(t)),
-            None if pending.seen.is_unseen(k) => Ok(None),
-            None => self.take_cold_ticket(k),
+        let folded = fold_decoded(batch, (applied, self.redo_until), |k| {
+            let mut pending = self.pending();
+            match pending.tickets.remove(k) {
+                Some(t) => {
+                    pending.taken.insert(k.clone());
+                    Ok(Some(t))
+                }
+                None if pending.seen.is_unseen(k) => Ok(None),
+                None => {
+                    drop(pending);
+                    self.take_cold_ticket(k)
+                }
+            }
         });
+        let mut pending = self.pending();
         let commit = match folded {
             Ok(c) => c,
             Err(e) => {
                 self.poisoned.store(true, Ordering::Release);
+                self.give_back(&mut pending, Vec::new());
                 tracing::error!(error = %e, "a ticket look-up failed mid-batch: restart the daemon");
                 return Err(e);
             }
         };
         if commit.applied_seq <= applied {
             // Everything was at or below the applied position: put the tickets back untouched.
-            for t in commit.tickets {
-                pending.tickets.insert((t.project.clone(), t.order_id), t);
-            }
+            self.give_back(&mut pending, commit.tickets);
             return Ok(FoldReport::default());
         }
         let report = FoldReport {
@@ -289,8 +331,28 @@ impl Projection {
             duplicates: commit.duplicates,
             dead_letters: commit.dead_letters.clone(),
         };
-        self.commit_locked(&mut pending, commit)?;
-        Ok(report)
+        let result = self.commit_locked(&mut pending, commit);
+        self.give_back(&mut pending, Vec::new());
+        result.map(|()| report)
+    }
+
+    /// Puts `tickets` back in the buffer and wakes the readers waiting for the taken ones.
+    fn give_back(&self, pending: &mut Pending, tickets: Vec<Ticket>) {
+        for t in tickets {
+            pending.tickets.insert((t.project.clone(), t.order_id), t);
+        }
+        pending.taken.clear();
+        self.folded.notify_all();
+    }
+
+    /// Waits, without holding the buffer, for the write in progress when the buffer has grown
+    /// to several flushes' worth behind it: the writer's pace bounds the buffer, and readers of
+    /// the buffer never wait for a write.
+    fn keep_up_with_writer(&self) -> Result<(), StoreError> {
+        if self.buffered.load(Ordering::Acquire) >= self.policy.max_events.saturating_mul(4) {
+            self.writer.wait_written()?;
+        }
+        Ok(())
     }
 
     /// A ticket that is not in the write-behind buffer: from the write in progress, the write
@@ -339,6 +401,7 @@ impl Projection {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Inconsistent);
         }
+        self.keep_up_with_writer()?;
         let mut pending = self.pending();
         self.commit_locked(&mut pending, commit)
     }
@@ -373,6 +436,7 @@ impl Projection {
             }
         }
         pending.events += commit.applied_seq.saturating_sub(before);
+        self.buffered.store(pending.events, Ordering::Release);
         pending.since.get_or_insert_with(Instant::now);
         self.applied_seq
             .fetch_max(commit.applied_seq, Ordering::AcqRel);
@@ -380,9 +444,11 @@ impl Projection {
             || pending
                 .since
                 .is_some_and(|t| t.elapsed() >= self.policy.max_interval);
-        // While a write waits for space the buffer keeps what is folded (ingest waits too, see
-        // `write_stalled`), rather than block a commit behind it.
-        if due && self.writer.stalled().is_none() {
+        // While a write is in progress the buffer keeps what is folded, rather than block the
+        // commit (and every reader of the buffer) behind it: the next commit after it hands off,
+        // and `keep_up_with_writer` bounds the buffer. While a write waits for space, ingest
+        // waits too (see `write_stalled`).
+        if due && !self.writer.busy() && self.writer.stalled().is_none() {
             self.hand_off(pending)?;
         }
         Ok(())
@@ -401,6 +467,7 @@ impl Projection {
         if pending
             .since
             .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
+            && !self.writer.busy()
             && self.writer.stalled().is_none()
         {
             self.hand_off(&mut pending)?;
@@ -414,6 +481,8 @@ impl Projection {
         if let Some(reason) = self.writer.stalled() {
             return Err(StoreError::DiskFull(reason));
         }
+        // The write in progress is waited for before the buffer is locked, not with it held.
+        self.writer.wait_written()?;
         let mut pending = self.pending();
         self.hand_off(&mut pending)?;
         drop(pending);
@@ -427,6 +496,7 @@ impl Projection {
         let durable = self.writer.wait_written()?;
         let applied = self.applied_seq();
         pending.events = 0;
+        self.buffered.store(0, Ordering::Release);
         pending.since = None;
         if pending.tickets.is_empty() && pending.dead_letters.is_empty() && durable == applied {
             return Ok(());

@@ -1,9 +1,16 @@
 //! The durable half of the projection, in sled.
 //!
-//! One sled tree holds everything, under one-byte key prefixes, so that a whole flush — the
-//! tickets changed since the last one, the dead letters produced and the stream position reached
-//! — is one atomic `apply_batch`. After any crash sled recovers a prefix of the flushes, so the
-//! stored position never runs ahead of (or behind) the records written with it.
+//! One sled tree holds everything, under one-byte key prefixes. A flush — the tickets changed
+//! since the last one, the dead letters produced and the stream position reached — is written
+//! as a run of `apply_batch`es of about [`WRITE_PIECE`] each, not one: sled's `apply_batch`
+//! takes a lock that every read of the store waits for, so one batch of a whole second of
+//! ingest would stall every reader for as long as it takes. The pieces go in this order: the
+//! dead letters with `m:redo_until` (the position the flush reaches), then the tickets' chunks,
+//! each with its tickets' plan parts, then the position. After any crash sled recovers a prefix
+//! of the pieces, so the stored position never runs ahead of the records; records may run ahead
+//! of it, up to `m:redo_until`, and a ticket's record then already holds some events the stream
+//! will deliver again: the fold skips those ([`Store::redo_until`],
+//! [`crate::core::batch::fold_decoded`]). A flush that fits in one piece is one batch.
 //!
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
@@ -12,6 +19,7 @@
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
+//! | `m:redo_until`                        | the position a flush in pieces reaches, u64 BE |
 //!
 //! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
 //! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
@@ -28,6 +36,9 @@ const TICKET: u8 = b't';
 const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
+const REDO_UNTIL: &[u8] = b"m:redo_until";
+/// About how many bytes one `apply_batch` of a flush carries (see the module's documentation).
+pub const WRITE_PIECE: usize = 256 * 1024;
 /// How long opening the store waits for its lock to be released, unless configured
 /// (`store.lock_wait_ms`).
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -131,6 +142,29 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: hex::encode(key),
         reason: reason.to_string(),
+    }
+}
+
+/// A flush's sled batch being filled, and the bytes written so far.
+#[derive(Default)]
+struct Pieces {
+    batch: sled::Batch,
+    /// Bytes of keys and values put, in all.
+    bytes: u64,
+    /// `bytes` when the last batch was applied.
+    applied: u64,
+}
+
+impl Pieces {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += (key.len() + value.len()) as u64;
+        self.batch.insert(key, value);
+    }
+
+    fn apply(&mut self, db: &sled::Db) -> Result<(), StoreError> {
+        db.apply_batch(std::mem::take(&mut self.batch))?;
+        self.applied = self.bytes;
+        Ok(())
     }
 }
 
@@ -295,6 +329,16 @@ impl Store {
         }
     }
 
+    /// Up to where records may hold events beyond the stored position (a flush in pieces was
+    /// cut short): 0 when none may.
+    pub fn redo_until(&self) -> Result<u64, StoreError> {
+        let redo = match self.db.get(REDO_UNTIL)? {
+            None => 0,
+            Some(v) => u64_value(REDO_UNTIL, &v)?,
+        };
+        Ok(if redo > self.applied_seq()? { redo } else { 0 })
+    }
+
     /// One ticket.
     pub fn ticket(&self, project: &ProjectId, order_id: u64) -> Result<Option<Ticket>, StoreError> {
         let key = chunk_key(project, order_id);
@@ -380,8 +424,9 @@ impl Store {
             .transpose()
     }
 
-    /// Writes tickets, dead letters (new or updated) and the position they reach in one atomic
-    /// sled batch: after a crash either all of it is there or none.
+    /// Writes tickets, dead letters (new or updated) and the position they reach, in pieces
+    /// (see the module's documentation): after a crash the position is either the new one, with
+    /// everything, or the old one, with the records of some tickets ahead of it.
     pub fn write<'a>(
         &self,
         tickets: impl IntoIterator<Item = &'a Ticket>,
@@ -389,74 +434,94 @@ impl Store {
         dead_letters: impl IntoIterator<Item = &'a DeadLetter>,
         applied_seq: u64,
     ) -> Result<u64, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut bytes = 0u64;
-        for (t, part) in plan_parts {
-            bytes += super::plans::write_part(&mut batch, t, part);
+        let mut out = Pieces::default();
+        for d in dead_letters {
+            let value = encode_dead_letter(d);
+            out.put(dead_key(d.seq), value);
         }
-        // In key order, so that each chunk's tickets come together and ascending.
+        // In key order, so that each chunk's tickets come together and ascending, and each
+        // ticket's plan parts are met beside its chunk.
         let mut tickets: Vec<&Ticket> = tickets.into_iter().collect();
         tickets.sort_unstable_by(|a, b| (&a.project, a.order_id).cmp(&(&b.project, b.order_id)));
-        let mut records = Vec::new();
-        let mut new: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        let mut parts: Vec<(&Ticket, PlanPart)> = plan_parts.into_iter().collect();
+        parts.sort_unstable_by(|a, b| {
+            (&a.0.project, a.0.order_id).cmp(&(&b.0.project, b.0.order_id))
+        });
+        let mut parts = parts.into_iter().peekable();
+        let mut first = true;
         for chunk in tickets.chunk_by(|a, b| {
             a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
         }) {
-            records.clear();
-            new.clear();
-            for t in chunk {
-                let start = records.len();
-                crate::core::record::encode_into(t, &mut records);
-                new.push((t.order_id, start..records.len()));
-            }
             let key = chunk_key(&chunk[0].project, chunk[0].order_id);
-            // Read-modify-write: safe, because one writer writes a store at a time. Both lists
-            // ascend; a new record replaces the old one of its ticket.
-            let old = self.db.get(&key)?;
-            let old = match &old {
-                Some(v) => chunk_entries(&key, v)?,
-                None => Vec::new(),
-            };
-            let mut out = Vec::with_capacity(
-                old.iter().map(|(_, r)| 12 + r.len()).sum::<usize>()
-                    + records.len()
-                    + 12 * new.len(),
-            );
-            let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
-            loop {
-                let take_new = match (o.peek(), n.peek()) {
-                    (None, None) => break,
-                    (Some(_), None) => false,
-                    (None, Some(_)) => true,
-                    (Some((old_order, _)), Some((new_order, _))) => {
-                        if old_order == new_order {
-                            o.next();
-                        }
-                        new_order <= old_order
-                    }
-                };
-                let (order, record) = if take_new {
-                    let (order, range) = n.next().expect("peeked");
-                    (*order, &records[range.clone()])
-                } else {
-                    let (order, record) = o.next().expect("peeked");
-                    (*order, *record)
-                };
-                out.extend_from_slice(&order.to_be_bytes());
-                out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-                out.extend_from_slice(record);
+            let value = self.merged_chunk(&key, chunk)?;
+            out.put(key, value);
+            let last = chunk[chunk.len() - 1];
+            while let Some((t, part)) =
+                parts.next_if(|(t, _)| (&t.project, t.order_id) <= (&last.project, last.order_id))
+            {
+                out.bytes += super::plans::write_part(&mut out.batch, t, part);
             }
-            bytes += (key.len() + out.len()) as u64;
-            batch.insert(key, out);
+            if out.bytes - out.applied >= WRITE_PIECE as u64 {
+                if first {
+                    // The first piece of several: records may now run ahead of the position.
+                    out.batch.insert(REDO_UNTIL, &applied_seq.to_be_bytes());
+                    first = false;
+                }
+                out.apply(&self.db)?;
+            }
         }
-        for d in dead_letters {
-            let value = encode_dead_letter(d);
-            bytes += value.len() as u64 + 9;
-            batch.insert(dead_key(d.seq), value);
+        for (t, part) in parts {
+            out.bytes += super::plans::write_part(&mut out.batch, t, part);
         }
-        batch.insert(APPLIED_SEQ, &applied_seq.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        Ok(bytes)
+        out.batch.insert(APPLIED_SEQ, &applied_seq.to_be_bytes());
+        out.apply(&self.db)?;
+        Ok(out.bytes)
+    }
+
+    /// A chunk's value with `chunk`'s records in it: read-modify-write, safe because one writer
+    /// writes a store at a time. Both lists ascend; a new record replaces the old one of its
+    /// ticket.
+    fn merged_chunk(&self, key: &[u8], chunk: &[&Ticket]) -> Result<Vec<u8>, StoreError> {
+        let mut records = Vec::new();
+        let mut new: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(chunk.len());
+        for t in chunk {
+            let start = records.len();
+            crate::core::record::encode_into(t, &mut records);
+            new.push((t.order_id, start..records.len()));
+        }
+        let old = self.db.get(key)?;
+        let old = match &old {
+            Some(v) => chunk_entries(key, v)?,
+            None => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(
+            old.iter().map(|(_, r)| 12 + r.len()).sum::<usize>() + records.len() + 12 * new.len(),
+        );
+        let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+        loop {
+            let take_new = match (o.peek(), n.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((old_order, _)), Some((new_order, _))) => {
+                    if old_order == new_order {
+                        o.next();
+                    }
+                    new_order <= old_order
+                }
+            };
+            let (order, record) = if take_new {
+                let (order, range) = n.next().expect("peeked");
+                (*order, &records[range.clone()])
+            } else {
+                let (order, record) = o.next().expect("peeked");
+                (*order, *record)
+            };
+            out.extend_from_slice(&order.to_be_bytes());
+            out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+            out.extend_from_slice(record);
+        }
+        Ok(out)
     }
 
     /// Bytes of the records' own data as stored (chunk keys and values), as the benchmark's disk
@@ -557,6 +622,49 @@ mod tests {
 
     /// A store whose sled position is below the one its last flush sealed has lost the end of
     /// its log: refused, naming sled's file.
+    /// A flush larger than a piece is written in several batches, records first and the
+    /// position last, with `m:redo_until` set by the first: once it is all written, nothing is
+    /// ahead of the position and every record reads back.
+    #[test]
+    fn a_large_flush_is_written_in_pieces_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tickets: Vec<Ticket> = (1..=8_000)
+            .map(|i| Ticket {
+                order_name: format!("a job with a name long enough to matter {i:>40}"),
+                ..ticket("a", i)
+            })
+            .collect();
+        let bytes = store.write(&tickets, [], [], 42).unwrap();
+        assert!(
+            bytes > 2 * WRITE_PIECE as u64,
+            "{bytes} bytes: more than one piece"
+        );
+        let redo = store
+            .db
+            .get(REDO_UNTIL)
+            .unwrap()
+            .expect("written in pieces");
+        assert_eq!(u64_value(REDO_UNTIL, &redo).unwrap(), 42);
+        assert_eq!(
+            (store.applied_seq().unwrap(), store.redo_until().unwrap()),
+            (42, 0)
+        );
+        for t in &tickets {
+            assert_eq!(
+                store.ticket(&t.project, t.order_id).unwrap().as_ref(),
+                Some(t)
+            );
+        }
+        // As a crash after the first pieces leaves it: records ahead of the position.
+        store.db.insert(APPLIED_SEQ, &40u64.to_be_bytes()).unwrap();
+        assert_eq!(store.redo_until().unwrap(), 42);
+        // A small flush is one batch and sets no mark.
+        let small = Store::open(tempfile::tempdir().unwrap().path()).unwrap();
+        small.write(&tickets[..3], [], [], 5).unwrap();
+        assert_eq!(small.db.get(REDO_UNTIL).unwrap(), None);
+    }
+
     #[test]
     fn a_store_behind_its_seal_is_refused() {
         let dir = tempfile::tempdir().unwrap();

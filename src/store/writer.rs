@@ -150,6 +150,13 @@ impl WriteBehind {
         self.lock().stalled.clone()
     }
 
+    /// Whether a write is in progress (a failed one counts as not: the next hand-off retries
+    /// it, see [`Self::wait_written`]).
+    pub(super) fn busy(&self) -> bool {
+        let w = self.lock();
+        w.in_flight.is_some() && w.failed.is_none()
+    }
+
     /// Last stream sequence whose effects are in sled.
     pub(super) fn durable_seq(&self) -> u64 {
         self.lock().durable_seq
