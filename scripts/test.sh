@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-nats-server.sh >/dev/null
+bash scripts/ensure-nats-current.sh >/dev/null
 bash scripts/ensure-promtool.sh
 if ! python3 -c "import huaweicloudsdkcoc, pytest, jsonschema" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest jsonschema

@@ -78,6 +78,11 @@ impl App {
             ledger: self.ledger.clone(),
             auth: self.auth.clone(),
             ready_max_lag: self.settings.http.ready_max_lag,
+            ready_max_stale: std::time::Duration::from_millis(
+                self.settings.http.ready_max_stale_ms,
+            ),
+            held: (!self.settings.ingest.projects.is_empty())
+                .then(|| self.settings.ingest.projects.clone().into()),
             admin: Arc::new(Admin::new(
                 self.broker.client.clone(),
                 self.settings.nats.clone(),

@@ -39,10 +39,22 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest lag at which `/readyz` says ready.
     pub ready_max_lag: u64,
+    /// Oldest the stream's last sequence, as the daemon last learnt it, may be for `/readyz` to
+    /// say ready, ms: a lag computed from a stale figure is no evidence of being in step.
+    #[serde(default = "default_ready_max_stale_ms")]
+    pub ready_max_stale_ms: u64,
     /// Whether `GET /metrics` answers without credentials; unset: only on a loopback listener
     /// (elsewhere it wants a caller granted `coc:ledger:admin`).
     #[serde(default)]
     pub metrics_open: Option<bool>,
+}
+
+fn default_ready_max_stale_ms() -> u64 {
+    5_000
+}
+
+fn one() -> usize {
+    1
 }
 
 /// How events are decoded, by these settings: the subject prefix and the size limit. What
@@ -54,6 +66,15 @@ pub fn decode_rules(
     crate::core::batch::DecodeRules {
         subject_prefix: nats.subject_prefix.clone(),
         max_event_bytes: ingest.max_event_bytes,
+        projects: (!ingest.projects.is_empty()).then(|| {
+            std::sync::Arc::new(
+                ingest
+                    .projects
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+            )
+        }),
     }
 }
 
@@ -122,6 +143,16 @@ pub struct NatsSettings {
     /// ([`crate::nats::wire`]) rather than through the client library (which they still use for a
     /// server that asks for TLS).
     pub own_reader: bool,
+    /// Replicas of the stream the daemon creates when it is missing (1; 3 on a three-node
+    /// JetStream cluster). An existing stream is never changed; a difference is logged.
+    #[serde(default = "one")]
+    pub stream_replicas: usize,
+    /// The cluster the created stream is placed in (JetStream placement), if any.
+    #[serde(default)]
+    pub stream_placement_cluster: Option<String>,
+    /// Server tags the created stream's replicas are placed on, if any.
+    #[serde(default)]
+    pub stream_placement_tags: Vec<String>,
     /// PEM file of the CA (or CAs) that signed the servers' certificates: connect with TLS.
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
@@ -166,6 +197,11 @@ pub struct IngestSettings {
     /// backlog without keeping the list view in step and rebuilds the view from the records once
     /// caught up (see [`crate::store::Projection::suspend_view`]). 0: always keep it.
     pub catch_up_events: u64,
+    /// The projects this instance folds and serves (empty: all). Projects share nothing, so a
+    /// region's tenants can be spread over instances that each read the stream and keep their
+    /// own; a request for a project held elsewhere gets a 421 naming it (see docs/deploy.md).
+    #[serde(default)]
+    pub projects: Vec<crate::core::domain::ProjectId>,
 }
 
 /// Log settings.

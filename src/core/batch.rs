@@ -127,6 +127,25 @@ pub struct DecodeRules {
     pub subject_prefix: String,
     /// Largest accepted payload.
     pub max_event_bytes: usize,
+    /// The projects this instance holds (`ingest.projects`); `None`: every project. A message
+    /// whose subject names another is passed over (not decoded, not dead-lettered).
+    pub projects: Option<std::sync::Arc<rustc_hash::FxHashSet<String>>>,
+}
+
+impl DecodeRules {
+    /// Whether the message's subject names a project this instance does not hold.
+    fn passes_over(&self, subject: &[u8]) -> bool {
+        let Some(held) = &self.projects else {
+            return false;
+        };
+        let project = subject
+            .strip_prefix(self.subject_prefix.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"."))
+            .and_then(|rest| rest.split(|&b| b == b'.').next())
+            .and_then(|p| std::str::from_utf8(p).ok());
+        // A subject that names no project is decoded, to be dead-lettered with its reason.
+        project.is_some_and(|p| !held.contains(p))
+    }
 }
 
 /// The key of a ticket.
@@ -147,7 +166,9 @@ pub fn decode_batch(messages: Vec<RawMessage>, rules: &DecodeRules) -> Vec<Decod
     messages
         .into_iter()
         .map(|raw| {
-            let event = if raw.ce_headers.is_empty() {
+            let event = if rules.passes_over(&raw.subject) {
+                Err(events::DecodeError::NotHeld)
+            } else if raw.ce_headers.is_empty() {
                 events::decode(
                     &raw.subject_text(),
                     &raw.payload,
@@ -215,6 +236,7 @@ pub fn fold_decoded<E>(
         }
         let event = match d.event {
             Ok(e) => e,
+            Err(events::DecodeError::NotHeld) => continue,
             Err(e) => {
                 dead_letters.push(dead_letter(m, e.code(), e.to_string()));
                 continue;
@@ -315,6 +337,7 @@ mod tests {
     const RULES: fn() -> DecodeRules = || DecodeRules {
         subject_prefix: "coc.job.script".into(),
         max_event_bytes: 4096,
+        projects: None,
     };
 
     fn msg(seq: u64, kind: Kind, order_id: u64, id: &str, t: i64) -> RawMessage {

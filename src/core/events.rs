@@ -251,6 +251,10 @@ pub enum DecodeError {
     /// Binary and structured mode at once.
     #[error("both CloudEvents modes at once: {0}")]
     BothModes(String),
+    /// The subject names a project this instance does not hold (`ingest.projects`): passed
+    /// over, never dead-lettered.
+    #[error("the subject names a project this instance does not hold")]
+    NotHeld,
 }
 
 impl DecodeError {
@@ -267,6 +271,7 @@ impl DecodeError {
             DecodeError::SubjectMismatch { .. } => "subject_mismatch",
             DecodeError::DuplicateAttribute(_) => "duplicate_attribute",
             DecodeError::BothModes(_) => "both_modes",
+            DecodeError::NotHeld => "not_held",
         }
     }
 }

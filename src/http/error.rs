@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::core::domain::DomainError;
+use crate::core::domain::{DomainError, ProjectId};
 use crate::core::job::Refusal;
 use crate::http::auth::AuthError;
 use crate::http::sign::SignError;
@@ -76,6 +76,11 @@ pub enum ApiError {
     /// The request body is not what the endpoint takes.
     #[error("invalid request body: {0}")]
     Body(String),
+    /// The project is held by another instance (`ingest.projects`).
+    #[error(
+        "project {0} is not held by this instance (ingest.projects); send its requests to the instance that holds it"
+    )]
+    ProjectNotHeld(ProjectId),
     /// NATS is not reachable now.
     #[error("the NATS server is not reachable now; try again")]
     BrokerUnavailable,
@@ -166,6 +171,7 @@ impl ApiError {
             }
             ApiError::ReplayRunning | ApiError::PartialHistory(_) => StatusCode::CONFLICT,
             ApiError::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ProjectNotHeld(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -218,6 +224,7 @@ impl ApiError {
             ApiError::ReplayRunning => "COC.00040901",
             ApiError::PartialHistory(_) => "COC.00040902",
             ApiError::BrokerUnavailable => "COC.00050300",
+            ApiError::ProjectNotHeld(_) => "COC.00042100",
             ApiError::MethodNotAllowed => "COC.00040500",
             ApiError::Internal(_) => "COC.00050000",
         }
@@ -314,6 +321,9 @@ impl ApiError {
                 "事件流从序号 {first} 开始：保留策略已删除更早的事件，重建将缺失它们；如接受部分历史，请传 accept_partial=true"
             ),
             ApiError::BrokerUnavailable => "当前无法连接 NATS 服务器，请稍后重试".to_owned(),
+            ApiError::ProjectNotHeld(p) => {
+                format!("本实例不持有项目 {p}（ingest.projects），请将其请求发往持有它的实例")
+            }
             ApiError::MethodNotAllowed => "不支持该请求方法".to_owned(),
             ApiError::Internal(_) => "内部错误".to_owned(),
         }

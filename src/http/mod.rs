@@ -47,6 +47,10 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Largest lag (stream last sequence - applied sequence) at which `/readyz` says ready.
     pub ready_max_lag: u64,
+    /// Oldest the stream's last sequence may be for `/readyz` to say ready.
+    pub ready_max_stale: std::time::Duration,
+    /// The projects this instance holds (`ingest.projects`); `None`: all.
+    pub held: Option<Arc<[ProjectId]>>,
     /// Broker access and rebuild state for the admin endpoints.
     pub admin: Arc<Admin>,
     /// What ingest last saw of the broker.
@@ -139,6 +143,11 @@ impl Caller {
                 action,
             )
             .map_err(|e| self.fail(e.into()))?;
+        if let Some(held) = &state.held
+            && !held.contains(&project)
+        {
+            return Err(self.fail(ApiError::ProjectNotHeld(project)));
+        }
         Ok((principal, project))
     }
 
@@ -257,6 +266,48 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// What `/readyz` decides on.
+struct ReadyFacts<'a> {
+    stalled: Option<&'a str>,
+    connected: bool,
+    last_seq_age: Option<std::time::Duration>,
+    max_stale: std::time::Duration,
+    at_start: Option<u64>,
+    applied: u64,
+    lag: u64,
+    max_lag: u64,
+    view_kept: bool,
+}
+
+/// Why the daemon is not ready, if it is not: the first reason, in the order an operator would
+/// look. Ready means a load balancer may send it queries: caught up with a fresh view of the
+/// stream's end, and past the stream's end at start-up, below which lies everything it may have
+/// served before a crash (a restarted replica never answers an older state than it did).
+fn not_ready(f: &ReadyFacts<'_>) -> Option<String> {
+    if let Some(why) = f.stalled {
+        Some(why.to_owned())
+    } else if !f.connected {
+        Some("not connected to the broker".to_owned())
+    } else if f.last_seq_age.is_none_or(|a| a > f.max_stale) {
+        Some(format!(
+            "the stream's last sequence is not known from the last {} ms (the broker does not \
+             answer stream info)",
+            f.max_stale.as_millis()
+        ))
+    } else if f.at_start.is_none_or(|s| f.applied < s) {
+        Some(format!(
+            "catching up to sequence {} (the stream's end at start-up)",
+            f.at_start.unwrap_or(0)
+        ))
+    } else if f.lag > f.max_lag {
+        Some(format!("{} events behind the stream", f.lag))
+    } else if !f.view_kept {
+        Some("the list view is being rebuilt".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Readiness: the store is open and writing (not paused by a nearly full disk: `reason` says
 /// so), the broker connected (the client's connection is up and the ingest loop has its
 /// consumer), the projection caught up and its list view in step (`view_seq`: the position the
@@ -273,16 +324,31 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let lag = last.saturating_sub(applied);
     let connected = state.nats_connected();
     let stalled = p.write_stalled();
-    let ready = connected && lag <= state.ready_max_lag && p.view_kept() && stalled.is_none();
+    let age = state.broker.last_seq_age();
+    let at_start = state.broker.last_seq_at_start();
+    let reason = not_ready(&ReadyFacts {
+        stalled: stalled.as_deref(),
+        connected,
+        last_seq_age: age,
+        max_stale: state.ready_max_stale,
+        at_start,
+        applied,
+        lag,
+        max_lag: state.ready_max_lag,
+        view_kept: p.view_kept(),
+    });
+    let ready = reason.is_none();
     let body = json!({
         "ready": ready,
         "store": if stalled.is_some() { "writes paused" } else { "open" },
-        "reason": stalled,
+        "reason": reason,
         "nats_connected": connected,
         "applied_seq": applied,
         "durable_seq": p.durable_seq(),
         "view_seq": p.view_seq(),
         "stream_last_seq": last,
+        "stream_last_seq_age_ms": age.map(|a| a.as_millis() as u64),
+        "stream_last_seq_at_start": at_start,
         "lag": lag,
         "tickets": p.ticket_count(),
     });
@@ -292,4 +358,60 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Ready only caught up with fresh knowledge: past the stream's end at start-up even when
+    /// the lag is small, and never on a stale stream position.
+    #[test]
+    fn ready_needs_the_start_up_end_applied_and_a_fresh_stream_position() {
+        let ready = ReadyFacts {
+            stalled: None,
+            connected: true,
+            last_seq_age: Some(Duration::from_millis(300)),
+            max_stale: Duration::from_secs(5),
+            at_start: Some(900),
+            applied: 900,
+            lag: 0,
+            max_lag: 1000,
+            view_kept: true,
+        };
+        assert_eq!(not_ready(&ready), None);
+        let behind_start = ReadyFacts {
+            applied: 899,
+            lag: 1,
+            ..ready
+        };
+        assert!(
+            not_ready(&behind_start)
+                .unwrap()
+                .contains("catching up to sequence 900")
+        );
+        let stale = ReadyFacts {
+            last_seq_age: Some(Duration::from_secs(6)),
+            ..ready
+        };
+        assert!(not_ready(&stale).unwrap().contains("not known"));
+        let unknown = ReadyFacts {
+            last_seq_age: None,
+            at_start: None,
+            ..ready
+        };
+        assert!(not_ready(&unknown).is_some());
+        let far = ReadyFacts {
+            at_start: Some(10),
+            lag: 1001,
+            ..ready
+        };
+        assert!(not_ready(&far).unwrap().contains("1001 events behind"));
+        let paused = ReadyFacts {
+            stalled: Some("writes paused: 10 MiB free"),
+            ..ready
+        };
+        assert_eq!(not_ready(&paused).unwrap(), "writes paused: 10 MiB free");
+    }
 }

@@ -189,13 +189,18 @@ pub(crate) struct ReadyBody {
     ready: bool,
     /// `open`, or `writes paused` while the store's disk is nearly full.
     store: String,
-    /// Why writes are paused, while they are.
+    /// Why the daemon is not ready (writes paused, not connected, a stale stream position,
+    /// catching up to the stream's end at start-up, too far behind, the view being rebuilt).
     reason: Option<String>,
     nats_connected: bool,
     applied_seq: u64,
     durable_seq: u64,
     view_seq: u64,
     stream_last_seq: u64,
+    /// How old `stream_last_seq` is, ms (`null`: not yet known).
+    stream_last_seq_age_ms: Option<u64>,
+    /// The stream's last sequence as first known after the start: not ready before it is applied.
+    stream_last_seq_at_start: Option<u64>,
     lag: u64,
     tickets: u64,
 }

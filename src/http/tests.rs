@@ -72,6 +72,8 @@ async fn state(dir: &std::path::Path) -> AppState {
         ledger: Arc::new(ledger),
         auth: Arc::new(auth),
         ready_max_lag: 1000,
+        ready_max_stale: std::time::Duration::from_secs(5),
+        held: None,
         admin: Arc::new(Admin::new(client, defaults.nats, defaults.ingest)),
         broker: Arc::new(BrokerStatus::default()),
         metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -21,6 +21,12 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the reader waits for a message or a heartbeat before it takes the consumer for gone.
 const HEARTBEAT_GRACE: Duration = Duration::from_secs(3);
 
+/// How long the consumer may deliver nothing while the stream holds more than it delivered
+/// before the reader takes it for stuck and starts another. Heartbeats alone do not show it: a
+/// consumer placed on a stream replica that fell behind (a broker bug seen with 2.9 after its
+/// node was paused) keeps sending heartbeats that agree with what it sent, and nothing more.
+const STALL_GRACE: Duration = Duration::from_secs(5);
+
 /// The stream and consumer sequences of a JetStream delivery, read from its `$JS.ACK.` reply
 /// subject: `<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>` after
 /// the prefix, or, with domain and account hash in front, 9 tokens or more (ADR-15).
@@ -347,7 +353,9 @@ struct Deliveries {
     consumer_seq: u64,
     /// Stream sequence the next batch starts at.
     next_seq: u64,
-    /// Where restarts are counted.
+    /// When a delivery last arrived (or the consumer was started).
+    progressed: std::time::Instant,
+    /// Where restarts are counted, and the stream's last sequence is read.
     status: Arc<BrokerStatus>,
 }
 
@@ -370,6 +378,7 @@ impl Deliveries {
             feed,
             consumer_seq: 0,
             next_seq: from,
+            progressed: std::time::Instant::now(),
             status,
         })
     }
@@ -407,15 +416,24 @@ impl Deliveries {
         Ok((name, feed))
     }
 
-    /// The next deliveries, at least one; starts a new consumer after a gap.
+    /// The next deliveries, at least one; starts a new consumer after a gap, or when it has
+    /// delivered nothing for [`STALL_GRACE`] while the stream holds more.
     async fn next_batch(&mut self) -> anyhow::Result<Vec<RawMessage>> {
         loop {
-            let (batch, gap) = match self.feed.next(self.batch_size).await {
+            let (batch, mut gap) = match self.feed.next(self.batch_size).await {
                 Ok(chunk) => self.take_chunk(chunk).await?,
                 Err(why) => (Vec::new(), Some(why)),
             };
             if let Some(last) = batch.last() {
                 self.next_seq = last.seq + 1;
+                self.progressed = std::time::Instant::now();
+            }
+            let last = self.status.stream_last_seq();
+            if gap.is_none() && last >= self.next_seq && self.progressed.elapsed() >= STALL_GRACE {
+                let why = format!(
+                    "nothing delivered for {STALL_GRACE:?} while the stream holds up to {last}"
+                );
+                gap = Some((Restart::Stalled, why));
             }
             if let Some((why, gap)) = gap {
                 tracing::warn!(reason = %gap, from_seq = self.next_seq, "restarting the consumer");
@@ -441,6 +459,7 @@ impl Deliveries {
         std::mem::replace(&mut self.feed, feed).close().await;
         self.consumer = consumer;
         self.consumer_seq = 0;
+        self.progressed = std::time::Instant::now();
         Ok(())
     }
 

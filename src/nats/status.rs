@@ -1,6 +1,8 @@
 //! What the ingest loop last saw of the broker, shared with `/readyz` and the rebuild.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Why the reader started its consumer again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,16 +17,19 @@ pub enum Restart {
     Sequence,
     /// A delivery the protocol does not allow.
     Protocol,
+    /// Nothing was delivered for a while although the stream holds more.
+    Stalled,
 }
 
 impl Restart {
     /// Every reason, in the order of [`BrokerStatus::consumer_restarts`].
-    pub const ALL: [Restart; 5] = [
+    pub const ALL: [Restart; 6] = [
         Restart::Silence,
         Restart::Connection,
         Restart::Heartbeat,
         Restart::Sequence,
         Restart::Protocol,
+        Restart::Stalled,
     ];
 
     /// The metric label.
@@ -35,6 +40,7 @@ impl Restart {
             Restart::Heartbeat => "heartbeat",
             Restart::Sequence => "sequence",
             Restart::Protocol => "protocol",
+            Restart::Stalled => "stalled",
         }
     }
 }
@@ -45,6 +51,11 @@ impl Restart {
 pub struct BrokerStatus {
     connected: AtomicBool,
     stream_last_seq: AtomicU64,
+    /// When the broker last told the stream's last sequence.
+    told_at: Mutex<Option<Instant>>,
+    /// The stream's last sequence as first told after the start: a replica is not ready before
+    /// it has applied that much (everything it may have served before a crash lies below it).
+    at_start: OnceLock<u64>,
     disconnects: AtomicU64,
     restarts: [AtomicU64; Restart::ALL.len()],
 }
@@ -55,7 +66,22 @@ impl BrokerStatus {
         self.connected.store(connected, Ordering::Release);
         if let Some(s) = stream_last_seq {
             self.stream_last_seq.store(s, Ordering::Release);
+            let _ = self.at_start.set(s);
+            *self.told_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
+    }
+
+    /// How long ago the broker last told the stream's last sequence (`None`: never).
+    pub fn last_seq_age(&self) -> Option<Duration> {
+        self.told_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// The stream's last sequence as first told after the start (`None`: not yet told).
+    pub fn last_seq_at_start(&self) -> Option<u64> {
+        self.at_start.get().copied()
     }
 
     /// Whether the ingest loop is connected to JetStream.

@@ -9,7 +9,10 @@ use async_nats::jetstream;
 use crate::config::NatsSettings;
 use crate::core::batch::{REDRIVE_HEADER, RawMessage};
 
-/// Gets the event stream, creating it (file storage, no age limit) when it is missing.
+/// Gets the event stream, creating it (file storage, no age limit, `nats.stream_replicas`
+/// replicas placed as `nats.stream_placement_*` say) when it is missing. An existing stream is
+/// taken as it is: where its replicas or placement differ from the settings, that is logged as
+/// a warning and left alone, since changing a shared stream is its operator's decision.
 ///
 /// Two processes may race to create it (the daemon and a publisher starting together); the
 /// loser's create fails, so a failed create is followed by another look-up before giving up.
@@ -19,18 +22,15 @@ pub async fn ensure_stream(
 ) -> anyhow::Result<jetstream::stream::Stream> {
     let mut attempt = 0;
     loop {
-        if let Ok(stream) = js.get_stream(&s.stream).await {
+        if let Ok(mut stream) = js.get_stream(&s.stream).await {
+            if let Ok(info) = stream.info().await {
+                for difference in differences(&info.config, s) {
+                    tracing::warn!(stream = %s.stream, "{difference}; the stream is left as it is");
+                }
+            }
             return Ok(stream);
         }
-        let created = js
-            .create_stream(jetstream::stream::Config {
-                name: s.stream.clone(),
-                subjects: s.subjects.clone(),
-                storage: jetstream::stream::StorageType::File,
-                max_age: Duration::ZERO,
-                ..Default::default()
-            })
-            .await;
+        let created = js.create_stream(stream_config(s)).await;
         match created {
             Ok(stream) => return Ok(stream),
             Err(e) if attempt >= 3 => {
@@ -42,6 +42,58 @@ pub async fn ensure_stream(
             }
         }
     }
+}
+
+/// The stream the settings ask for.
+pub fn stream_config(s: &NatsSettings) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: s.stream.clone(),
+        subjects: s.subjects.clone(),
+        storage: jetstream::stream::StorageType::File,
+        max_age: Duration::ZERO,
+        num_replicas: s.stream_replicas,
+        placement: placement(s),
+        ..Default::default()
+    }
+}
+
+fn placement(s: &NatsSettings) -> Option<jetstream::stream::Placement> {
+    (s.stream_placement_cluster.is_some() || !s.stream_placement_tags.is_empty()).then(|| {
+        jetstream::stream::Placement {
+            cluster: s.stream_placement_cluster.clone(),
+            tags: s.stream_placement_tags.clone(),
+        }
+    })
+}
+
+/// How an existing stream differs from what the settings would create, in words.
+pub fn differences(found: &jetstream::stream::Config, s: &NatsSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if found.num_replicas.max(1) != s.stream_replicas.max(1) {
+        out.push(format!(
+            "the stream has {} replica(s) where nats.stream_replicas says {}",
+            found.num_replicas.max(1),
+            s.stream_replicas
+        ));
+    }
+    let wanted = placement(s);
+    let cluster =
+        |p: &Option<jetstream::stream::Placement>| p.as_ref().and_then(|p| p.cluster.clone());
+    let tags = |p: &Option<jetstream::stream::Placement>| {
+        let mut t = p.as_ref().map(|p| p.tags.clone()).unwrap_or_default();
+        t.sort();
+        t
+    };
+    if wanted.is_some()
+        && (cluster(&found.placement) != cluster(&wanted)
+            || tags(&found.placement) != tags(&wanted))
+    {
+        out.push(format!(
+            "the stream is placed {:?} where nats.stream_placement_* say {:?}",
+            found.placement, wanted
+        ));
+    }
+    out
 }
 
 /// The messages of `stream` from sequence `from` on, through the client library's ordered push

@@ -26,6 +26,11 @@ impl AdminClient {
         }
     }
 
+    /// The daemon's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends `req` with the token; the response, whatever its status.
     async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         req.header("X-Auth-Token", &self.token)

@@ -56,6 +56,9 @@ pub async fn run(
     );
 }
 
+/// How long the once-a-second look at the stream's last sequence may take.
+const STREAM_INFO_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn consume(
     client: &async_nats::Client,
     ledger: &Arc<Ledger>,
@@ -126,8 +129,17 @@ async fn consume(
                 apply(ledger.clone(), metrics.clone(), last, batch?, ingest.batch_size).await?;
             }
             _ = tick.tick() => {
-                let last = stream.get_info().await.context("stream info")?.state.last_sequence;
-                status.set(true, Some(last));
+                // A broker that does not answer in time (a cluster electing a leader, a paused
+                // node) leaves the figure stale, which `/readyz` reports, rather than stop
+                // ingesting from a consumer that may still deliver.
+                match tokio::time::timeout(STREAM_INFO_TIMEOUT, stream.get_info()).await {
+                    Ok(Ok(info)) => status.set(true, Some(info.state.last_sequence)),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "stream info failed"),
+                    Err(_) => tracing::warn!(
+                        timeout = ?STREAM_INFO_TIMEOUT,
+                        "stream info did not answer in time"
+                    ),
+                }
                 // Quiet stream: write what is buffered once it is old enough.
                 let l = ledger.clone();
                 tokio::task::spawn_blocking(move || {

@@ -8,6 +8,8 @@
 //!   rebuild with progress.
 //! - [`operator`]: the operator's `list` and `status`, for those without curl.
 //! - [`verify`]: the stream folded afresh and compared, record by record, with a live daemon.
+//! - [`compare`]: two live replicas compared record by record, differences checked against
+//!   the stream.
 //! - [`repair`]: `rebuild-store`, offline: the way out of a store the daemon refuses to open.
 //! - `refold`: the stream folded from its start into a projection no one queries (both above).
 //! - `progress`: the progress bar (or lines) of the long commands.
@@ -15,6 +17,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod compare;
 pub(crate) mod ingest;
 pub mod operator;
 mod progress;

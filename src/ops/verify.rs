@@ -40,12 +40,12 @@ pub struct VerifyReport {
 
 /// What the first read of the export learnt: where it is anchored, how far the stream must be
 /// read, and the records that moved past the anchor while it was read.
-struct Export {
-    file: PathBuf,
-    anchor: u64,
-    upto: u64,
-    records: usize,
-    moved: HashMap<TicketKey, u64>,
+pub(super) struct Export {
+    pub(super) file: PathBuf,
+    pub(super) anchor: u64,
+    pub(super) upto: u64,
+    pub(super) records: usize,
+    pub(super) moved: HashMap<TicketKey, u64>,
 }
 
 /// Folds the stream from the start and compares it with the live records, using `scratch` (a
@@ -67,13 +67,7 @@ pub async fn verify(
     }
     .context("a scratch directory for verify")?;
     let export = download(c, &dir.path().join("records.jsonl")).await?;
-    let client = crate::nats::client_options(&settings.nats)
-        .await?
-        .connect(crate::nats::server_addrs(&settings.nats.url)?)
-        .await
-        .with_context(|| format!("connecting to {}", settings.nats.url))?;
-    let js = jetstream::new(client.clone());
-    let stream = crate::nats::ensure_stream(&js, &settings.nats).await?;
+    let (client, stream) = the_stream(settings).await?;
     check_stream(&stream, export.upto).await?;
 
     let policy = crate::app::flush_policy(&settings.store);
@@ -95,9 +89,23 @@ pub async fn verify(
     })
 }
 
+/// A connection to the broker, and the event stream.
+pub(super) async fn the_stream(
+    settings: &Settings,
+) -> anyhow::Result<(async_nats::Client, jetstream::stream::Stream)> {
+    let client = crate::nats::client_options(&settings.nats)
+        .await?
+        .connect(crate::nats::server_addrs(&settings.nats.url)?)
+        .await
+        .with_context(|| format!("connecting to {}", settings.nats.url))?;
+    let js = jetstream::new(client.clone());
+    let stream = crate::nats::ensure_stream(&js, &settings.nats).await?;
+    Ok((client, stream))
+}
+
 /// Writes the daemon's export into `file` as it arrives, then reads it once for its anchor,
 /// the last sequence any record reached, and the records that moved past the anchor.
-async fn download(c: &AdminClient, file: &Path) -> anyhow::Result<Export> {
+pub(super) async fn download(c: &AdminClient, file: &Path) -> anyhow::Result<Export> {
     let mut resp = c.get_raw("/v1/ledger/records").await?;
     let mut out = BufWriter::new(std::fs::File::create(file)?);
     while let Some(piece) = resp.chunk().await.context("reading the export")? {
@@ -160,11 +168,27 @@ async fn refold_moved(
     stream: &jetstream::stream::Stream,
     moved: &HashMap<TicketKey, u64>,
 ) -> anyhow::Result<BTreeMap<TicketKey, Option<Ticket>>> {
-    let Some(&upto) = moved.values().max() else {
-        return Ok(BTreeMap::new());
+    let own = own_events(settings, client, stream, moved).await?;
+    let rules = crate::config::decode_rules(&settings.nats, &settings.ingest);
+    Ok(moved
+        .keys()
+        .map(|key| (key.clone(), fold_own(&own, key, u64::MAX, &rules)))
+        .collect())
+}
+
+/// The events of the tickets of `through`, each through the sequence given with it, read from
+/// the stream's start.
+pub(super) async fn own_events(
+    settings: &Settings,
+    client: &async_nats::Client,
+    stream: &jetstream::stream::Stream,
+    through: &HashMap<TicketKey, u64>,
+) -> anyhow::Result<HashMap<TicketKey, Vec<RawMessage>>> {
+    let mut own: HashMap<TicketKey, Vec<RawMessage>> = HashMap::new();
+    let Some(&upto) = through.values().max() else {
+        return Ok(own);
     };
     let rules = crate::config::decode_rules(&settings.nats, &settings.ingest);
-    let mut own: HashMap<&TicketKey, Vec<RawMessage>> = HashMap::new();
     let mut messages = crate::nats::ordered_messages(client, stream, 1).await?;
     while let Some(m) = messages.next().await {
         let m = crate::nats::raw_message(&m?)?;
@@ -176,23 +200,30 @@ async fn refold_moved(
             rules.max_event_bytes,
         );
         if let Ok(e) = decoded
-            && let Some((key, &last)) = moved.get_key_value(&(e.project, e.order_id))
+            && let Some((key, &last)) = through.get_key_value(&(e.project, e.order_id))
             && seq <= last
         {
-            own.entry(key).or_default().push(m);
+            own.entry(key.clone()).or_default().push(m);
         }
         if seq >= upto {
             break;
         }
     }
-    Ok(moved
-        .keys()
-        .map(|key| {
-            let mut p = MemoryProjection::default();
-            p.fold(own.get(key).map_or(&[][..], |v| v), &rules);
-            (key.clone(), p.tickets.remove(key))
-        })
-        .collect())
+    Ok(own)
+}
+
+/// The ticket `key` folded from its own events (of [`own_events`]) through sequence `through`.
+pub(super) fn fold_own(
+    own: &HashMap<TicketKey, Vec<RawMessage>>,
+    key: &TicketKey,
+    through: u64,
+    rules: &crate::core::batch::DecodeRules,
+) -> Option<Ticket> {
+    let events = own.get(key).map_or(&[][..], |v| v);
+    let end = events.partition_point(|m| m.seq <= through);
+    let mut p = MemoryProjection::default();
+    p.fold(&events[..end], rules);
+    p.tickets.remove(key)
 }
 
 /// Walks the export and the scratch fold side by side in key order (both are a store's key
@@ -254,7 +285,7 @@ fn compare(
 }
 
 /// The key of an export line (its project and order_id).
-fn key_of(line: &str) -> anyhow::Result<TicketKey> {
+pub(super) fn key_of(line: &str) -> anyhow::Result<TicketKey> {
     #[derive(serde::Deserialize)]
     struct Key {
         project: crate::core::domain::ProjectId,
@@ -265,7 +296,7 @@ fn key_of(line: &str) -> anyhow::Result<TicketKey> {
 }
 
 /// How a live record differs from what the stream says it must be, if it does.
-fn difference(key: &TicketKey, raw: &[u8], expected: Option<&Ticket>) -> Option<String> {
+pub(super) fn difference(key: &TicketKey, raw: &[u8], expected: Option<&Ticket>) -> Option<String> {
     match expected {
         None => Some(format!(
             "{}/{}: in the live store but not in the stream's fold",

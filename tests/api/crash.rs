@@ -240,6 +240,7 @@ pub fn reference_fold(messages: Vec<(String, Vec<u8>, Option<String>)>) -> Memor
     let rules = DecodeRules {
         subject_prefix: PREFIX.into(),
         max_event_bytes: 65536,
+        projects: None,
     };
     let raw: Vec<RawMessage> = messages
         .into_iter()

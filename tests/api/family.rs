@@ -141,6 +141,7 @@ fn reference(messages: &[(String, Vec<u8>, Option<String>)]) -> MemoryProjection
         &DecodeRules {
             subject_prefix: PREFIX.into(),
             max_event_bytes: 64 * 1024,
+            projects: None,
         },
     );
     p

@@ -2,6 +2,7 @@
 
 mod audit;
 mod binary;
+mod cluster;
 mod crash;
 mod disk;
 mod family;
@@ -9,6 +10,7 @@ mod helpers;
 mod list;
 mod metrics;
 mod repair;
+mod scale;
 mod secure;
 mod signing;
 mod verify;
@@ -419,6 +421,7 @@ async fn read_from_start(
     let rules = ticket_ledger::core::batch::DecodeRules {
         subject_prefix: PREFIX.into(),
         max_event_bytes: 64 * 1024,
+        projects: None,
     };
     ticket_ledger::nats::read_batches(client, &stream, nats, status, (1, batch_size), rules)
         .await
