@@ -89,6 +89,14 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     let (events, secs) =
         publish_history(&broker.js, opts.tickets, &prefix, &mut Vec::new()).await?;
     eprintln!("published {events} events in {secs:.0}s; starting the daemon");
+    let stream_bytes = broker
+        .js
+        .get_stream(&broker.settings.nats.stream)
+        .await?
+        .info()
+        .await?
+        .state
+        .bytes;
     let mut daemon = Daemon::start(&opts.daemon, tmp.path(), &broker.url)?;
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -222,7 +230,12 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     }
     let export = export_rss(&http, &daemon).await?;
     let minutes = minutes.lock().unwrap().clone();
-    Ok(report(&opts, events, &minutes, export))
+    let sizes = Sizes {
+        stream_bytes,
+        store_bytes: crate::procs::dir_size(&daemon.store),
+        tickets: minutes.last().map_or(0, |m| m.tickets),
+    };
+    Ok(report(&opts, events, &minutes, export, sizes))
 }
 
 /// The daemon's RSS before the records export and the most it reached while the export
@@ -244,7 +257,21 @@ async fn export_rss(http: &reqwest::Client, daemon: &Daemon) -> anyhow::Result<(
     Ok((before, peak, bytes))
 }
 
-fn report(opts: &SoakOptions, events: u64, minutes: &[Minute], export: (u64, u64, u64)) -> String {
+/// What the store and the stream take: the stream's bytes after the history was published,
+/// the store's on disk at the end, and the tickets then.
+struct Sizes {
+    stream_bytes: u64,
+    store_bytes: u64,
+    tickets: u64,
+}
+
+fn report(
+    opts: &SoakOptions,
+    events: u64,
+    minutes: &[Minute],
+    export: (u64, u64, u64),
+    sizes: Sizes,
+) -> String {
     let kinds: Vec<&str> = (0..8).map(|k| request(k, 1).0).collect();
     let mut out = format!(
         "Soak: {} tickets ({events} events) in the store, then {} minutes of {} events/s of ingest \
@@ -286,6 +313,15 @@ fn report(opts: &SoakOptions, events: u64, minutes: &[Minute], export: (u64, u64
         before / 1024,
         peak / 1024,
         peak.saturating_sub(before) / 1024
+    ));
+    out.push_str(&format!(
+        "\nThe stream after the history was published: {} MiB for {events} events ({} B/event, \
+         one replica). The store at the end: {} MiB for {} tickets ({} B/ticket).\n",
+        sizes.stream_bytes >> 20,
+        sizes.stream_bytes / events.max(1),
+        sizes.store_bytes >> 20,
+        sizes.tickets,
+        sizes.store_bytes / sizes.tickets.max(1)
     ));
     out
 }

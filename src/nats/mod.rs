@@ -28,7 +28,7 @@ use tokio::process::Child;
 use crate::config::{Embedded, NatsSettings};
 pub use reader::{read_batches, read_raw};
 pub use server::find_binary;
-pub use status::BrokerStatus;
+pub use status::{BrokerStatus, Restart};
 pub use stream::{
     SUBSCRIPTION_CAPACITY, ensure_stream, oldest_unapplied, ordered_messages, raw_message,
 };

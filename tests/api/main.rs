@@ -357,6 +357,53 @@ async fn the_reader_passes_every_event_on_once_even_when_the_client_drops_delive
     );
 }
 
+/// A consumer that delivers nothing while the stream's end is ahead of it (what a consumer on a
+/// stream replica left short does: its heartbeats agree with what it sent) is re-created within
+/// seconds and counted, and the reader goes on exactly where it was. The stream's end the
+/// reader compares with is the one ingest learns from `stream info`; here it is set ahead of
+/// what the broker holds, as that replica's leader would report it.
+#[tokio::test]
+async fn a_reader_that_stops_receiving_behind_the_streams_end_starts_its_consumer_again() {
+    use ticket_ledger::nats::Restart;
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let events: Vec<_> = (1..=150u64)
+        .map(|i| created("proj-a", i, 1_700_000_000_000, "n", "c", "u", "r"))
+        .collect();
+    assert_eq!(publish(&js, &events[..100]).await, 100);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut settings = ticket_ledger::config::Settings::defaults();
+    settings.nats.url = nats.url();
+    let status = Arc::new(ticket_ledger::nats::BrokerStatus::default());
+    let mut batches = read_from_start(&client, &settings.nats, status.clone(), 1_000).await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 100 {
+        seqs.extend(next_batch(&mut batches).await.iter().map(|d| d.raw.seq));
+    }
+    let stalled = || {
+        status
+            .consumer_restarts()
+            .iter()
+            .find(|(r, _)| *r == Restart::Stalled)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(stalled(), 0, "a reader in step is left alone");
+    status.set(true, Some(150));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stalled() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart of a consumer that delivers nothing behind the stream's end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(&js, &events[100..]).await;
+    while seqs.len() < 150 {
+        seqs.extend(next_batch(&mut batches).await.iter().map(|d| d.raw.seq));
+    }
+    assert_eq!(seqs, (1..=150).collect::<Vec<u64>>());
+}
+
 /// The reader's own connection (`nats.own_reader`, the default) passes a stream of tens of MiB
 /// on exactly once and in order, to a receiver that holds it back: more than the consumer's
 /// flow-control window, so the server waits for the reader's flow-control answers on the way.
