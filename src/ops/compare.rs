@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use anyhow::Context;
-
 use super::audit::AdminClient;
-use super::verify::{Export, difference, download, fold_own, key_of, own_events, the_stream};
+use super::verify::{
+    Export, difference, download, fold_own, key_of, own_events, scratch_dir, the_stream,
+};
 use crate::config::Settings;
 use crate::core::batch::TicketKey;
 use crate::core::fold::Ticket;
@@ -49,11 +49,7 @@ pub async fn compare(
     (a, b): (&AdminClient, &AdminClient),
     scratch: Option<&Path>,
 ) -> anyhow::Result<CompareReport> {
-    let dir = match scratch {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("a scratch directory for compare")?;
+    let dir = scratch_dir(scratch, "compare")?;
     let (fa, fb) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
     let (ea, eb) = tokio::try_join!(download(a, &fa), download(b, &fb))?;
     let (tickets, differing) = {

@@ -61,11 +61,7 @@ pub async fn verify(
     c: &AdminClient,
     scratch: Option<&Path>,
 ) -> anyhow::Result<VerifyReport> {
-    let dir = match scratch {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("a scratch directory for verify")?;
+    let dir = scratch_dir(scratch, "verify")?;
     let export = download(c, &dir.path().join("records.jsonl")).await?;
     let (client, stream) = the_stream(settings).await?;
     check_stream(&stream, export.upto).await?;
@@ -87,6 +83,19 @@ pub async fn verify(
         moved: export.moved.len(),
         differences,
     })
+}
+
+/// A directory of its own for `command`'s exports and folds, under `scratch` (the system's
+/// temporary directory by default), removed when dropped.
+pub(super) fn scratch_dir(
+    scratch: Option<&Path>,
+    command: &str,
+) -> anyhow::Result<tempfile::TempDir> {
+    match scratch {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .with_context(|| format!("a scratch directory for {command}"))
 }
 
 /// A connection to the broker, and the event stream.

@@ -19,7 +19,6 @@ use async_nats::jetstream;
 use tempfile::TempDir;
 use ticket_ledger::http::auth::hash_token;
 use ticket_ledger::nats::find_binary;
-use ticket_ledger::nats::server::{Launch, reported_port};
 
 use crate::crash::history;
 use crate::helpers::*;
@@ -89,34 +88,26 @@ impl Cluster {
     fn launch(&mut self, i: usize) -> bool {
         let routes = self.routes();
         let node = &self.nodes[i];
-        let launch = Launch {
-            binary: self.binary.clone(),
-            host: "127.0.0.1".into(),
-            port: (node.port != 0).then_some(node.port),
-            dir: node.dir.path().to_owned(),
-            log: Some(node.dir.path().join("server.log")),
-            args: [
-                "-n".to_owned(),
-                node.name.clone(),
-                "--cluster_name".to_owned(),
-                "ledger".to_owned(),
-                "--cluster".to_owned(),
-                format!("nats://127.0.0.1:{}", node.route_port),
-                "--routes".to_owned(),
-                routes,
-            ]
-            .map(Into::into)
-            .into(),
-        };
-        launch.clear_ports_file();
-        let child = launch
-            .command()
-            .unwrap()
-            .spawn()
-            .expect("starting nats-server");
+        let args = [
+            "-n".to_owned(),
+            node.name.clone(),
+            "--cluster_name".to_owned(),
+            "ledger".to_owned(),
+            "--cluster".to_owned(),
+            format!("nats://127.0.0.1:{}", node.route_port),
+            "--routes".to_owned(),
+            routes,
+        ];
+        let port = (node.port != 0).then_some(node.port);
+        let (child, reported) = launch_server(
+            self.binary.clone(),
+            node.dir.path(),
+            port,
+            args.map(Into::into).into(),
+        );
         let node = &mut self.nodes[i];
         node.child = Some(child);
-        match reported_port(node.dir.path(), Duration::from_secs(15)) {
+        match reported {
             Ok(p) => {
                 node.port = p;
                 true

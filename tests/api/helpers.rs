@@ -59,23 +59,10 @@ impl NatsServer {
 
     /// Starts nats-server through the daemon's own launcher, and waits for the port it reports.
     fn launch(dir: &Path, port: Option<u16>) -> (Child, u16) {
-        let launch = Launch {
-            binary: find_binary(Path::new("nats-server"))
-                .expect("nats-server: `apt-get install nats-server` (.ci/run does it)"),
-            host: "127.0.0.1".into(),
-            port,
-            dir: dir.to_owned(),
-            log: None,
-            args: Vec::new(),
-        };
-        launch.clear_ports_file();
-        let child = launch
-            .command()
-            .unwrap()
-            .spawn()
-            .expect("starting nats-server");
-        let port = reported_port(dir, Duration::from_secs(15)).expect("nats-server's port");
-        (child, port)
+        let binary = find_binary(Path::new("nats-server"))
+            .expect("nats-server: `apt-get install nats-server` (.ci/run does it)");
+        let (child, port) = launch_server(binary, dir, port, Vec::new());
+        (child, port.expect("nats-server's port"))
     }
 
     /// Restarts the server on the same port and dir (after [`NatsServer::stop`]).
@@ -106,6 +93,32 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts `binary` (a nats-server) with JetStream in `dir` on `port` (else one it picks), with
+/// `args` more, logging to `dir/server.log`; returns it and the port it reported, if it did
+/// within 15 s.
+pub fn launch_server(
+    binary: std::path::PathBuf,
+    dir: &Path,
+    port: Option<u16>,
+    args: Vec<std::ffi::OsString>,
+) -> (Child, anyhow::Result<u16>) {
+    let launch = Launch {
+        binary,
+        host: "127.0.0.1".into(),
+        port,
+        dir: dir.to_owned(),
+        log: Some(dir.join("server.log")),
+        args,
+    };
+    launch.clear_ports_file();
+    let child = launch
+        .command()
+        .unwrap()
+        .spawn()
+        .expect("starting nats-server");
+    (child, reported_port(dir, Duration::from_secs(15)))
 }
 
 /// Settings for a daemon under test: its own store, a free HTTP port, the test broker.
