@@ -93,8 +93,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
         .js
         .get_stream(&broker.settings.nats.stream)
         .await?
-        .info()
-        .await?
+        .cached_info()
         .state
         .bytes;
     let mut daemon = Daemon::start(&opts.daemon, tmp.path(), &broker.url)?;

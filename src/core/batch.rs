@@ -456,28 +456,29 @@ mod tests {
                         stored.insert(k.clone(), t.clone());
                     }
                 }
-                let commit = fold_decoded::<()>(
-                    decode_batch(all[cut..].to_vec(), &RULES()),
-                    (at_cut.applied_seq, whole.applied_seq),
-                    |k| Ok(stored.get(k).cloned()),
-                )
-                .unwrap();
-                for t in commit.tickets {
-                    stored.insert((t.project.clone(), t.order_id), t);
-                }
+                let positions = (at_cut.applied_seq, whole.applied_seq);
+                fold_onto(&mut stored, &all[cut..], positions);
                 assert_eq!(stored, whole.tickets, "cut at {cut}, ahead {ahead:?}");
             }
         }
         // Without the rule, a record ahead takes its events twice (as duplicates).
         let mut stored = whole.tickets.clone();
-        let commit = fold_decoded::<()>(decode_batch(all[2..].to_vec(), &RULES()), (2, 0), |k| {
-            Ok(stored.get(k).cloned())
-        })
-        .unwrap();
+        fold_onto(&mut stored, &all[2..], (2, 0));
+        assert_ne!(stored, whole.tickets);
+    }
+
+    /// Folds `messages` onto the records `stored`, as a projection at `positions` would.
+    fn fold_onto(
+        stored: &mut std::collections::BTreeMap<TicketKey, Ticket>,
+        messages: &[RawMessage],
+        positions: (u64, u64),
+    ) {
+        let decoded = decode_batch(messages.to_vec(), &RULES());
+        let commit =
+            fold_decoded::<()>(decoded, positions, |k| Ok(stored.get(k).cloned())).unwrap();
         for t in commit.tickets {
             stored.insert((t.project.clone(), t.order_id), t);
         }
-        assert_ne!(stored, whole.tickets);
     }
 
     #[test]

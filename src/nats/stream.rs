@@ -22,11 +22,10 @@ pub async fn ensure_stream(
 ) -> anyhow::Result<jetstream::stream::Stream> {
     let mut attempt = 0;
     loop {
-        if let Ok(mut stream) = js.get_stream(&s.stream).await {
-            if let Ok(info) = stream.info().await {
-                for difference in differences(&info.config, s) {
-                    tracing::warn!(stream = %s.stream, "{difference}; the stream is left as it is");
-                }
+        if let Ok(stream) = js.get_stream(&s.stream).await {
+            // The look-up brought the stream's info with it.
+            for difference in differences(&stream.cached_info().config, s) {
+                tracing::warn!(stream = %s.stream, "{difference}; the stream is left as it is");
             }
             return Ok(stream);
         }

@@ -448,7 +448,7 @@ impl Projection {
         // commit (and every reader of the buffer) behind it: the next commit after it hands off,
         // and `keep_up_with_writer` bounds the buffer. While a write waits for space, ingest
         // waits too (see `write_stalled`).
-        if due && !self.writer.busy() && self.writer.stalled().is_none() {
+        if due && !self.writer.busy() {
             self.hand_off(pending)?;
         }
         Ok(())
@@ -468,7 +468,6 @@ impl Projection {
             .since
             .is_some_and(|t| t.elapsed() >= self.policy.max_interval)
             && !self.writer.busy()
-            && self.writer.stalled().is_none()
         {
             self.hand_off(&mut pending)?;
         }

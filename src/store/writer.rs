@@ -150,8 +150,9 @@ impl WriteBehind {
         self.lock().stalled.clone()
     }
 
-    /// Whether a write is in progress (a failed one counts as not: the next hand-off retries
-    /// it, see [`Self::wait_written`]).
+    /// Whether a write is in progress, waiting for space included (a failed one counts as not:
+    /// the next hand-off retries it, see [`Self::wait_written`]). While writes wait for space
+    /// the snapshot waiting is in flight, so a writer that is not busy is not stalled either.
     pub(super) fn busy(&self) -> bool {
         let w = self.lock();
         w.in_flight.is_some() && w.failed.is_none()
