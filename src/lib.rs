@@ -11,8 +11,8 @@
 //!
 //! - [`core`]: the functional core: domain types, events, the fold, batching, record encoding.
 //!   No I/O of any kind.
-//! - [`view`]: the in-memory query index (groups and zone maps, names and trigrams, the
-//!   planner). Uses `core` only; no I/O.
+//! - [`view`]: the in-memory query index (groups and zone maps, names and their gram postings,
+//!   the planner). Uses `core` only; no I/O.
 //! - [`store`]: sled, the projection that keeps it and the view in step, write-behind, and
 //!   blue/green generations. Uses `core` and `view`.
 //! - [`nats`]: everything that speaks to the broker: `nats.url`, launching `nats-server`, the

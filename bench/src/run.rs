@@ -145,6 +145,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             format!("limit=10&start_time={}&end_time={}", mid - span, mid + span),
         ),
         ("name_like", "limit=10&name_like=kalo".into()),
+        // What a person types first into a search box, and a needle no name holds.
+        ("name_like, 1 char", "limit=10&name_like=k".into()),
+        ("name_like, 2 chars", "limit=10&name_like=ka".into()),
+        ("name_like, no match", "limit=10&name_like=zz".into()),
         (
             "all filters",
             format!(

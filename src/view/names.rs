@@ -1,6 +1,7 @@
-//! Names: a project's `order_name`s in one string, their trigram posting lists, and the
+//! Names: a project's `order_name`s in one string, their gram posting lists, and the
 //! candidate search a `name_like` query starts from (see the module notes of [`super`]).
 
+use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
 use super::{ProjectRows, Slot};
@@ -16,7 +17,7 @@ pub(super) struct Span {
 /// A project's `order_name`s, back to back in one string, in the order their rows came.
 ///
 /// Why not a `Box<str>` per row: a name search checks thousands of names per request (every
-/// candidate the trigrams leave, or every row of a group for a needle shorter than a trigram).
+/// candidate the trigrams leave, or every row of a group when the group is the smaller set).
 /// Names allocated one by one lie all over the heap, and each check was a cache and TLB miss:
 /// 140–200 ns a candidate on this machine, and the first load of each name was 60% of a profiled
 /// `name_like` query. Here rows checked in slot order read the string in address order, and a
@@ -91,15 +92,38 @@ pub(super) fn name_holds(name: &str, needle: &str) -> bool {
     }
 }
 
-/// A trigram of lower-cased name bytes.
-pub(super) type Trigram = u32;
+/// A gram: one, two or three lower-cased name bytes, and how many (in the top byte, so that
+/// `"a"`, `"\0a"` and `"\0\0a"` are three grams).
+pub(super) type Gram = u32;
 
-/// The trigrams of `lower`, in order, repeats included (callers tolerate them).
-pub(super) fn trigrams(lower: &str) -> impl Iterator<Item = Trigram> + '_ {
-    lower
-        .as_bytes()
-        .windows(3)
-        .map(|w| (w[0] as u32) << 16 | (w[1] as u32) << 8 | w[2] as u32)
+/// The longest gram. A needle this long or shorter is one gram, whose posting list is exactly
+/// the rows that match it; a longer one is the intersection of its trigrams, which the rows
+/// left must still be checked against.
+pub(super) const GRAM_MAX: usize = 3;
+
+fn gram(w: &[u8]) -> Gram {
+    debug_assert!(w.len() <= GRAM_MAX);
+    let bytes = w.iter().fold(0, |g, &b| g << 8 | b as u32);
+    (w.len() as u32) << 24 | bytes
+}
+
+/// Every gram of `lower` (each window of one, two and three bytes), repeats included (callers
+/// tolerate them).
+pub(super) fn grams(lower: &str) -> impl Iterator<Item = Gram> + '_ {
+    let b = lower.as_bytes();
+    (1..=GRAM_MAX).flat_map(move |n| b.windows(n).map(gram))
+}
+
+/// The grams a needle is looked up by: itself when it is one gram, else its trigrams.
+fn needle_grams(needle: &str) -> Vec<Gram> {
+    let b = needle.as_bytes();
+    if b.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Gram> = b.windows(b.len().min(GRAM_MAX)).map(gram).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// `name` lower-cased, without a copy when it already is (the usual case).
@@ -111,15 +135,18 @@ pub(super) fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Adds `slot` to the posting list of each trigram of `lower` (once).
-pub(super) fn add_name(names: &mut FxHashMap<Trigram, Vec<u32>>, slot: u32, lower: &str) {
-    for g in trigrams(lower) {
-        let list = names.entry(g).or_default();
-        // New slots are the largest: appending is the common case.
-        if list.last().is_none_or(|&l| l < slot) {
-            list.push(slot);
-        } else if let Err(i) = list.binary_search(&slot) {
-            list.insert(i, slot);
+/// Adds `slot` to the posting list of each gram of `lower`.
+pub(super) fn add_name(names: &mut FxHashMap<Gram, RoaringBitmap>, slot: u32, lower: &str) {
+    for g in grams(lower) {
+        names.entry(g).or_default().insert(slot);
+    }
+}
+
+/// Takes `slot` out of the posting list of each gram of `lower`.
+pub(super) fn remove_name(names: &mut FxHashMap<Gram, RoaringBitmap>, slot: u32, lower: &str) {
+    for g in grams(lower) {
+        if let Some(list) = names.get_mut(&g) {
+            list.remove(slot);
         }
     }
 }
@@ -148,52 +175,46 @@ pub(super) fn prefetch<T>(x: &T) {
     let _ = x;
 }
 
-/// The slots (ascending) whose name holds every trigram of `needle`, if the needle has trigrams
-/// and its rarest trigram is rarer than `than` rows; `None` tells the caller to walk its group.
-pub(super) fn candidates(p: &ProjectRows, needle: &str, than: u64) -> Option<Vec<u32>> {
-    let mut grams: Vec<Trigram> = trigrams(needle).collect();
-    grams.sort_unstable();
-    grams.dedup();
-    if grams.is_empty() {
-        return None;
-    }
+/// The rows a needle's grams leave.
+pub(super) enum Candidates<'a> {
+    /// A needle of at most [`GRAM_MAX`] bytes: its gram's posting list, every row of which
+    /// holds the needle (nothing is left to check), borrowed from the index.
+    Exact(&'a RoaringBitmap),
+    /// A longer needle: the rows holding all its trigrams, to be checked against the needle.
+    Holding(RoaringBitmap),
+    /// Some gram of the needle is in no name: nothing matches.
+    None,
+}
+
+/// The rows that may hold `needle`, if its rarest gram is in fewer than `than` rows; `None`
+/// tells the caller to walk its group, the smaller set, instead.
+pub(super) fn candidates<'a>(
+    p: &'a ProjectRows,
+    needle: &str,
+    than: u64,
+) -> Option<Candidates<'a>> {
+    let grams = needle_grams(needle);
     let mut lists = Vec::with_capacity(grams.len());
     for g in &grams {
         match p.names.get(g) {
-            Some(l) => lists.push(l.as_slice()),
-            None => return Some(Vec::new()),
+            Some(l) if !l.is_empty() => lists.push(l),
+            _ => return Some(Candidates::None),
         }
     }
     lists.sort_unstable_by_key(|l| l.len());
-    if lists[0].len() as u64 >= than {
+    let (first, rest) = lists.split_first()?;
+    if first.len() >= than {
         return None;
     }
-    let mut out = lists[0].to_vec();
-    for l in &lists[1..] {
-        intersect(&mut out, l);
+    if needle.len() <= GRAM_MAX {
+        return Some(Candidates::Exact(first));
+    }
+    let mut out = (*first).clone();
+    for l in rest {
+        out &= *l;
         if out.is_empty() {
             break;
         }
     }
-    Some(out)
-}
-
-/// Keeps in `out` the slots that `list` holds too; both ascending. Lists of like length are
-/// merged in one pass (a needle's trigrams are often about as common as each other); a list
-/// much longer than `out` is binary-searched, which then touches less of it.
-pub(super) fn intersect(out: &mut Vec<u32>, list: &[u32]) {
-    if list.len() > 16 * out.len() {
-        out.retain(|s| list.binary_search(s).is_ok());
-        return;
-    }
-    let mut rest = list;
-    out.retain(|&s| {
-        while let Some((&first, tail)) = rest.split_first() {
-            if first >= s {
-                return first == s;
-            }
-            rest = tail;
-        }
-        false
-    });
+    Some(Candidates::Holding(out))
 }

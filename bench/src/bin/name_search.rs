@@ -7,7 +7,8 @@
 //!
 //! Builds the view of the benchmark's history (`tickets` tickets, rows in `order_id` order, as
 //! the daemon builds them from the records) and asks `project-0` for each needle 2,000 times
-//! (`REPS` to change), printing the total and p50 / p99 / max in µs.
+//! (`REPS` to change), printing the total and p50 / p99 / max in µs, after the process's RSS
+//! growth (the view, and whatever the freed tickets it was built from left in the heap).
 
 use std::time::Instant;
 
@@ -27,9 +28,15 @@ fn main() {
         .map(|s| s.parse().expect("REPS: a number"))
         .unwrap_or(2_000);
 
+    let before = ticket_ledger_bench::procs::rss_kib(std::process::id()).unwrap_or(0);
     let mut finals: Vec<_> = History::new(tickets).filter_map(|(_, f)| f).collect();
     finals.sort_by_key(|t| t.order_id);
     let index = Index::bulk(finals);
+    let after = ticket_ledger_bench::procs::rss_kib(std::process::id()).unwrap_or(0);
+    println!(
+        "view of {tickets} tickets: RSS +{} MiB (an upper bound: it holds what the tickets left)",
+        after.saturating_sub(before) / 1024
+    );
     let project = ProjectId::parse("project-0").expect("valid");
 
     for needle in &needles {
