@@ -1,18 +1,23 @@
 //! The benchmark's history: N tickets over 10 projects, 200 creators, names from about 2,000
 //! words, 2–5 events each, interleaved as an executor running many tickets at once would emit
-//! them, the same every run (a fixed seed). A tenth of the tickets (those with
-//! `(order_id / 10) % 10 == 0`, so every project has some) carry a plan of 2–5 batches of 10–50
-//! hosts, and their executor reports each host: `batch_started` per batch, then
-//! `instance_started` and `instance_finished` (one in twenty `instance_abnormal`) per host.
+//! them, the same every run (a fixed seed). By default a tenth of the tickets (those with
+//! `(order_id / 10) % 10 == 0`, so every project has some; [`PLANS_EVERY`]) carry a plan of 2–5
+//! batches of 10–50 hosts, and their executor reports each host: `batch_started` per batch, then
+//! `instance_started` and `instance_finished` (one in twenty `instance_abnormal`) per host. With
+//! plans every 0, no ticket has one: 3.1 events a ticket, the shape of issue 19's curve.
 
 use ticket_ledger::core::domain::ProjectId;
 use ticket_ledger::core::events::{CreatedData, Detail, Event, InstanceEvent, Kind};
 use ticket_ledger::core::fold::{self, Ticket};
 use ticket_ledger::core::job::{Batch, Instance, Plan, Rotation, Script, Target};
 
-/// Whether the ticket carries a plan with batches and hosts.
-pub fn planned(order_id: u64) -> bool {
-    (order_id / 10).is_multiple_of(10)
+/// The default share of tickets with a plan: one run of ten `order_id`s in this many.
+pub const PLANS_EVERY: u64 = 10;
+
+/// Whether the ticket carries a plan with batches and hosts: one run of ten `order_id`s in
+/// `every` (none when `every` is 0).
+pub fn planned(order_id: u64, every: u64) -> bool {
+    every != 0 && (order_id / 10).is_multiple_of(every)
 }
 
 /// The plan of a planned ticket: 2–5 batches of 10–50 hosts, ids `batch * 1000 + n`.
@@ -78,7 +83,7 @@ fn word(rng: &mut Rng) -> String {
 }
 
 /// The events of one ticket, in order.
-fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
+fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64, plans_every: u64) -> Vec<Event> {
     let project = ProjectId::parse(&format!("project-{}", order_id % 10)).expect("valid");
     let ev = |kind, t: i64, n: u64| Event {
         id: format!("{order_id}-{n}"),
@@ -102,7 +107,7 @@ fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64) -> Vec<Event> {
     let run = 1_000 + rng.below(600_000) as i64;
     let mut out = vec![created, ev(Kind::Started, t0 + 50, 1)];
     let mut last_host = t0;
-    if planned(order_id) {
+    if planned(order_id, plans_every) {
         let p = plan(rng);
         // The hosts run between the start and the ticket's end.
         let mut n = 100;
@@ -160,6 +165,7 @@ pub struct History {
     tickets: u64,
     next: u64,
     live: Vec<(Vec<Event>, usize)>,
+    plans_every: u64,
 }
 
 impl History {
@@ -175,6 +181,15 @@ impl History {
             tickets: last,
             next: first,
             live: Vec::new(),
+            plans_every: PLANS_EVERY,
+        }
+    }
+
+    /// The same history with plans on one run of ten tickets in `every` (none if 0).
+    pub fn plans_every(self, every: u64) -> Self {
+        History {
+            plans_every: every,
+            ..self
         }
     }
 }
@@ -189,8 +204,10 @@ impl Iterator for History {
         const T_BASE: i64 = 1_700_000_000_000;
         while self.live.len() < 1_000 && self.next <= self.tickets {
             let t0 = T_BASE + self.next as i64 * 600;
-            self.live
-                .push((ticket_events(&mut self.rng, self.next, t0), 0));
+            self.live.push((
+                ticket_events(&mut self.rng, self.next, t0, self.plans_every),
+                0,
+            ));
             self.next += 1;
         }
         if self.live.is_empty() {

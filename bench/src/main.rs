@@ -8,9 +8,14 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Tickets to generate (2-5 events each).
-    #[arg(long, default_value_t = 1_000_000)]
-    tickets: u64,
+    /// Tickets to generate, or a comma-separated list of sizes (`100000,1000000,10000000`),
+    /// each run from a new broker and store, the report giving the cost curve over them.
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    tickets: Vec<u64>,
+    /// Plans with batches and hosts on one run of ten tickets in this many (0: none, 2-5 events
+    /// a ticket; the default 10 gives ~24 events a ticket).
+    #[arg(long, default_value_t = ticket_ledger_bench::history::PLANS_EVERY)]
+    plans_every: u64,
     /// Sequential requests per query kind (for p50/p99/max).
     #[arg(long, default_value_t = 2_000)]
     requests: usize,
@@ -39,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let daemon = ticket_ledger_bench::daemon_binary(a.daemon)?;
     ticket_ledger_bench::run(ticket_ledger_bench::BenchOptions {
         tickets: a.tickets,
+        plans_every: a.plans_every,
         requests: a.requests,
         throughput_secs: a.throughput_secs,
         out: a.out,

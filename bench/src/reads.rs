@@ -26,18 +26,18 @@ pub async fn publish_event(
         .await?)
 }
 
-/// Publishes the generated history; returns (events, seconds). The final states go to `finals`,
+/// Publishes the generated history (`tickets`, plans on one run of ten in `plans_every`); returns (events, seconds). The final states go to `finals`,
 /// for the PostgreSQL baseline.
 pub async fn publish_history(
     js: &jetstream::Context,
-    tickets: u64,
+    (tickets, plans_every): (u64, u64),
     prefix: &str,
     finals: &mut Vec<Ticket>,
 ) -> anyhow::Result<(u64, f64)> {
     let start = Instant::now();
     let mut acks = std::collections::VecDeque::new();
     let mut count = 0u64;
-    for (e, last) in History::new(tickets) {
+    for (e, last) in History::new(tickets).plans_every(plans_every) {
         acks.push_back(publish_event(js, &e, prefix).await?);
         count += 1;
         finals.extend(last);

@@ -1,14 +1,12 @@
 //! The Markdown report.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
 
 use crate::BenchOptions;
-use crate::reads::Limit;
-use crate::stats::Latency;
+use crate::run::Run;
 
 /// What the report says of the PostgreSQL baseline beside its latencies.
 #[derive(Default)]
@@ -23,25 +21,13 @@ pub struct Postgres {
     pub pgbench: Option<(String, Result<f64, String>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn write_report(
-    opts: &BenchOptions,
-    events: u64,
-    publish_secs: f64,
-    limits: [Limit; 2],
-    ingest_rate: f64,
-    replay_rate: f64,
-    [ingest_cpu, replay_cpu]: [(f64, f64); 2],
-    rows: &[(String, String, Latency)],
-    (first_p50, deep_p50): (f64, f64),
-    baseline: &[Option<Latency>],
-    pg: &Postgres,
-    (ingest_rss_kib, rss_kib): (u64, u64),
-    disk: u64,
-    records: u64,
-    nats_bin: &Path,
-) -> anyhow::Result<()> {
-    let nats_version = Command::new(nats_bin)
+/// Writes the report of `runs` to `opts.out`: the cost curve over the sizes, then each size's
+/// tables, then PostgreSQL's plans of the largest size.
+pub fn write_report(opts: &BenchOptions, runs: &[Run]) -> anyhow::Result<()> {
+    let Some(last) = runs.last() else {
+        return Ok(());
+    };
+    let nats_version = Command::new(&last.nats_bin)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -52,13 +38,15 @@ pub fn write_report(
         .and_then(|m| m.lines().next().map(str::to_owned))
         .unwrap_or_default();
     let now = time::OffsetDateTime::now_utc();
+    let sizes: Vec<String> = opts.tickets.iter().map(u64::to_string).collect();
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Produced by `ticket-ledger-bench --tickets {} --requests {} --throughput-secs {}` \
+        "Produced by `ticket-ledger-bench --tickets {} --plans-every {} --requests {} --throughput-secs {}` \
          ({} build) on {} UTC.\n",
-        opts.tickets,
+        sizes.join(","),
+        opts.plans_every,
         opts.requests,
         opts.throughput_secs,
         if cfg!(debug_assertions) {
@@ -73,14 +61,129 @@ pub fn write_report(
         "Machine: {cores} cores, {mem}. Versions: ticket-ledger {}, {nats_version}, sled 0.34.\n",
         env!("CARGO_PKG_VERSION")
     );
+    curve(&mut md, runs);
+    for run in runs {
+        let _ = writeln!(md, "## {} tickets\n", run.tickets);
+        size_section(&mut md, opts, run);
+    }
+    if !last.pg.plans.is_empty() {
+        let _ = writeln!(
+            md,
+            "## PostgreSQL's plans ({} tickets)\n\n`EXPLAIN (ANALYZE, BUFFERS) EXECUTE` of each query's page and count, prepared and executed six times first in the query's `plan_cache_mode` (so that the plan is the one measured), project-0, after `VACUUM (ANALYZE)`.\n",
+            last.tickets
+        );
+        for (name, plan) in &last.pg.plans {
+            let _ = writeln!(md, "### {name}\n\n```text\n{}```\n", plan);
+        }
+    }
+    std::fs::write(&opts.out, md).with_context(|| format!("writing {}", opts.out.display()))?;
+    eprintln!("wrote {}", opts.out.display());
+    Ok(())
+}
+
+/// The cost curve: one row per size, then every query's latencies per size.
+fn curve(md: &mut String, runs: &[Run]) {
     let _ = writeln!(
         md,
-        "## Ingest and replay, against the raw read rate of the same stream\n"
+        "## The cost curve\n\nEach ratio is of the faster raw read measured just before the phase, in the same run.\n\n\
+         | tickets | events | ingest events/s (ratio) | replay events/s (ratio) | daemon CPU µs/event (ingest; replay) | peak RSS MiB (ingest; run) | RSS B/ticket (ingest) | disk B/ticket | disk / records | restart to ready s |\n\
+         |---:|---:|---:|---:|---|---|---:|---:|---:|---:|"
+    );
+    for r in runs {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.2}; {:.2} | {:.0}; {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r.tickets,
+            r.events,
+            r.ingest_rate,
+            r.ingest_rate / r.limits[0].best(),
+            r.replay_rate,
+            r.replay_rate / r.limits[1].best(),
+            r.cpu[0].1,
+            r.cpu[1].1,
+            r.rss_kib.0 as f64 / 1024.0,
+            r.rss_kib.1 as f64 / 1024.0,
+            r.rss_kib.0 as f64 * 1024.0 / r.tickets as f64,
+            r.disk as f64 / r.tickets as f64,
+            r.disk as f64 / r.records.max(1) as f64,
+            r.restart_secs
+        );
+    }
+    let sizes: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} p50 / p99 µs", r.tickets))
+        .collect();
+    let _ = writeln!(
+        md,
+        "\nList queries through HTTP, project-0 (a tenth of the tickets), each with its total; and the ledger's throughput at 8 connections over PostgreSQL's:\n\n| query | {} | {} |\n|---|{}",
+        sizes.join(" | "),
+        runs.iter()
+            .map(|r| format!("{} ledger / PostgreSQL req/s", r.tickets))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---:|".repeat(2 * runs.len())
+    );
+    for (i, (name, _, _)) in runs[0].rows.iter().enumerate() {
+        let lat: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                r.rows.get(i).map_or("—".into(), |(_, _, l)| {
+                    format!("{:.0} / {:.0}", l.p50_us, l.p99_us)
+                })
+            })
+            .collect();
+        let ratio: Vec<String> = runs
+            .iter()
+            .map(
+                |r| match (r.rows.get(i), r.baseline.get(i).and_then(Option::as_ref)) {
+                    (Some((_, _, l)), Some(b)) => format!("{:.1}×", l.rps / b.rps.max(1e-9)),
+                    _ => "—".into(),
+                },
+            )
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} |",
+            lat.join(" | "),
+            ratio.join(" | ")
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// One size's tables: ingest and replay against the raw reads, the queries against PostgreSQL,
+/// memory and disk.
+fn size_section(md: &mut String, opts: &BenchOptions, run: &Run) {
+    let Run {
+        tickets,
+        events,
+        publish_secs,
+        limits,
+        ingest_rate,
+        replay_rate,
+        cpu: [ingest_cpu, replay_cpu],
+        rows,
+        first_deep_p50: (first_p50, deep_p50),
+        baseline,
+        pg,
+        rss_kib: (ingest_rss_kib, rss_kib),
+        disk,
+        records,
+        restart_secs,
+        ..
+    } = run;
+    let (tickets, events, publish_secs) = (*tickets, *events, *publish_secs);
+    let (ingest_rate, replay_rate) = (*ingest_rate, *replay_rate);
+    let (ingest_cpu, replay_cpu) = (*ingest_cpu, *replay_cpu);
+    let (first_p50, deep_p50) = (*first_p50, *deep_p50);
+    let (ingest_rss_kib, rss_kib, disk, records) = (*ingest_rss_kib, *rss_kib, *disk, *records);
+    let _ = writeln!(
+        md,
+        "### Ingest and replay, against the raw read rate of the same stream\n"
     );
     let _ = writeln!(
         md,
-        "{} tickets, {events} events (published in {publish_secs:.1} s).\n",
-        opts.tickets
+        "{tickets} tickets, {events} events (published in {publish_secs:.1} s).\n"
     );
     let fastest = limits[0].best().max(limits[1].best());
     let _ = writeln!(
@@ -136,8 +239,8 @@ pub fn write_report(
     }
     let _ = writeln!(
         md,
-        "\n## List queries through HTTP, project-0 (≈ {} tickets), each with its total\n",
-        opts.tickets / 10
+        "\n### List queries through HTTP, project-0 (≈ {} tickets), each with its total\n",
+        tickets / 10
     );
     let _ = writeln!(
         md,
@@ -213,7 +316,7 @@ pub fn write_report(
         opts.requests,
         deep_p50 / first_p50
     );
-    let _ = writeln!(md, "\n## Memory and disk\n");
+    let _ = writeln!(md, "\n### Memory and disk\n");
     let _ = writeln!(md, "| measure | value | target |");
     let _ = writeln!(md, "|---|---:|---|");
     let _ = writeln!(
@@ -230,13 +333,13 @@ pub fn write_report(
         md,
         "| store on disk | {:.1} MiB ({:.0} B/ticket) | |",
         disk as f64 / 1048576.0,
-        disk as f64 / opts.tickets as f64
+        disk as f64 / tickets as f64
     );
     let _ = writeln!(
         md,
         "| records' own data (stored keys + values) | {:.1} MiB ({:.0} B/ticket) | |",
         records as f64 / 1048576.0,
-        records as f64 / opts.tickets as f64
+        records as f64 / tickets as f64
     );
     let _ = writeln!(
         md,
@@ -245,18 +348,6 @@ pub fn write_report(
     );
     let _ = writeln!(
         md,
-        "\nThe store is measured after the rebuild and a graceful stop (the old generation is deleted at switch-over)."
+        "\nThe store is measured after the rebuild and a graceful stop (the old generation is deleted at switch-over). Restart to ready on it (the daemon started again, until its view is whole): {restart_secs:.2} s.\n"
     );
-    if !pg.plans.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n## PostgreSQL's plans\n\n`EXPLAIN (ANALYZE, BUFFERS) EXECUTE` of each query's page and count, prepared and executed six times first in the query's `plan_cache_mode` (so that the plan is the one measured), project-0, after `VACUUM (ANALYZE)`.\n"
-        );
-        for (name, plan) in &pg.plans {
-            let _ = writeln!(md, "### {name}\n\n```text\n{}```\n", plan);
-        }
-    }
-    std::fs::write(&opts.out, md).with_context(|| format!("writing {}", opts.out.display()))?;
-    eprintln!("wrote {}", opts.out.display());
-    Ok(())
 }

@@ -15,8 +15,10 @@ use crate::{BENCH_TOKEN, postgres, report};
 /// Benchmark options.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Tickets to generate.
-    pub tickets: u64,
+    /// The sizes to run, in tickets: each a run of its own, from a new broker and store.
+    pub tickets: Vec<u64>,
+    /// Plans on one run of ten tickets in this many (0: none; see [`crate::history`]).
+    pub plans_every: u64,
     /// Sequential requests per query kind (for p50/p99/max).
     pub requests: usize,
     /// Seconds of the 8-connection throughput run per query kind.
@@ -29,7 +31,35 @@ pub struct BenchOptions {
     pub daemon: PathBuf,
 }
 
-/// Runs the benchmark and writes the table.
+/// What one size's run measured.
+pub struct Run {
+    pub tickets: u64,
+    pub events: u64,
+    pub publish_secs: f64,
+    /// The raw reads before the ingest and before the replay.
+    pub limits: [Limit; 2],
+    pub ingest_rate: f64,
+    pub replay_rate: f64,
+    /// (nats-server, daemon) CPU µs per event in the ingest and in the replay.
+    pub cpu: [(f64, f64); 2],
+    /// Each query's name, query string and latencies through HTTP.
+    pub rows: Vec<(String, String, Latency)>,
+    /// p50 of the first page and of the deep page, alternating.
+    pub first_deep_p50: (f64, f64),
+    pub baseline: Vec<Option<Latency>>,
+    pub pg: report::Postgres,
+    /// Peak RSS through the ingest and through the whole run, KiB.
+    pub rss_kib: (u64, u64),
+    /// The store on disk after a graceful stop, and its records' own bytes.
+    pub disk: u64,
+    pub records: u64,
+    /// Seconds from starting the daemon on the stopped store to its view being whole again.
+    pub restart_secs: f64,
+    pub nats_bin: PathBuf,
+}
+
+/// Runs the benchmark for each size and writes the report after each (so that a long last size
+/// that fails leaves the others written).
 pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     if !opts.daemon.is_file() {
         bail!(
@@ -37,15 +67,30 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             opts.daemon.display()
         );
     }
+    let mut runs = Vec::new();
+    for &tickets in &opts.tickets {
+        runs.push(measure(&opts, tickets).await?);
+        report::write_report(&opts, &runs)?;
+    }
+    Ok(())
+}
+
+/// One size's run.
+async fn measure(opts: &BenchOptions, tickets: u64) -> anyhow::Result<Run> {
     let tmp = tempfile::tempdir().context("temp dir")?;
     let broker = Broker::start(tmp.path()).await?;
     let (client, js, settings) = (&broker.client, &broker.js, &broker.settings);
     let (nats_pid, nats_url, nats_bin) = (broker.pid, &broker.url, &broker.binary);
 
-    eprintln!("publishing {} tickets...", opts.tickets);
+    eprintln!("publishing {tickets} tickets...");
     let mut finals = Vec::new();
-    let (events, publish_secs) =
-        publish_history(js, opts.tickets, &settings.nats.subject_prefix, &mut finals).await?;
+    let (events, publish_secs) = publish_history(
+        js,
+        (tickets, opts.plans_every),
+        &settings.nats.subject_prefix,
+        &mut finals,
+    )
+    .await?;
     eprintln!("published {events} events in {publish_secs:.1}s");
     let per_event = |secs: f64| secs * 1e6 / events as f64;
     // The limit: the whole stream read raw, through the client library's ordered consumer and
@@ -130,8 +175,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     );
 
     // Queries, as the one project "project-0" (about a tenth of the tickets).
-    let mid = 1_700_000_000_000i64 + (opts.tickets as i64 / 2) * 600;
-    let span = (opts.tickets as i64 / 20) * 600;
+    let mid = 1_700_000_000_000i64 + (tickets as i64 / 2) * 600;
+    let span = (tickets as i64 / 20) * 600;
     let queries: Vec<(&str, String)> = vec![
         ("no filter", "limit=10".into()),
         ("creator", "limit=10&creator=creator-7".into()),
@@ -178,8 +223,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         rows.push((name.to_string(), q.clone(), l));
     }
     // A page of a batch's hosts, as Terraform reads it, of a planned ticket of project-0.
-    let planned = (opts.tickets / 2) / 100 * 100;
-    if planned > 0 && crate::history::planned(planned) {
+    let planned = (tickets / 2) / 100 * 100;
+    if planned > 0 && crate::history::planned(planned, opts.plans_every) {
         let path = format!("/v1/job/script/orders/SCT{planned:012}/batches/1?limit=100");
         let l = measure_path(
             &http,
@@ -297,21 +342,29 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         })
         .await??
     };
-    report::write_report(
-        &opts,
+    // Restart to ready: the same store, the view rebuilt from its records.
+    let started = Instant::now();
+    let mut again = Daemon::start(&opts.daemon, tmp.path(), nats_url)?;
+    again.wait_view(&http, events).await?;
+    let restart_secs = started.elapsed().as_secs_f64();
+    eprintln!("restart to ready: {restart_secs:.2}s");
+    drop(again);
+    Ok(Run {
+        tickets,
         events,
         publish_secs,
-        [limit_1, limit_2],
+        limits: [limit_1, limit_2],
         ingest_rate,
         replay_rate,
-        [ingest_cpu, replay_cpu],
-        &rows,
-        (first_p50, deep_p50),
-        &baseline,
-        &pg,
-        (ingest_rss_kib, rss_kib),
+        cpu: [ingest_cpu, replay_cpu],
+        rows,
+        first_deep_p50: (first_p50, deep_p50),
+        baseline,
+        pg,
+        rss_kib: (ingest_rss_kib, rss_kib),
         disk,
         records,
-        nats_bin,
-    )
+        restart_secs,
+        nats_bin: nats_bin.clone(),
+    })
 }

@@ -86,8 +86,13 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     let broker = Broker::start(tmp.path()).await?;
     eprintln!("publishing {} tickets...", opts.tickets);
     let prefix = broker.settings.nats.subject_prefix.clone();
-    let (events, secs) =
-        publish_history(&broker.js, opts.tickets, &prefix, &mut Vec::new()).await?;
+    let (events, secs) = publish_history(
+        &broker.js,
+        (opts.tickets, crate::history::PLANS_EVERY),
+        &prefix,
+        &mut Vec::new(),
+    )
+    .await?;
     eprintln!("published {events} events in {secs:.0}s; starting the daemon");
     let stream_bytes = broker
         .js

@@ -42,7 +42,7 @@ use serde::Serialize;
 use crate::core::domain::{FilterText, Marker, PageLimit, ProjectId, Status, TimeRange};
 pub use groups::BLOCK_MAX;
 use groups::{Entry, Group};
-use names::{Gram, Names, Span, add_name, lowered, remove_name};
+use names::{Gram, Names, Span, add_name, index_all, lowered, remove_name};
 use roaring::RoaringBitmap;
 
 mod groups;
@@ -177,9 +177,11 @@ impl ProjectRows {
         let ProjectRows {
             slots, names, text, ..
         } = self;
-        for (i, s) in slots.iter().enumerate() {
-            add_name(names, i as u32, &lowered(text.get(s.name)));
-        }
+        let rows = slots.iter().enumerate();
+        index_all(
+            names,
+            rows.map(|(i, s)| (i as u32, lowered(text.get(s.name)))),
+        );
     }
 
     fn unindex_name(&mut self, slot: u32, lower: &str) {

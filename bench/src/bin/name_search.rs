@@ -31,10 +31,13 @@ fn main() {
     let before = ticket_ledger_bench::procs::rss_kib(std::process::id()).unwrap_or(0);
     let mut finals: Vec<_> = History::new(tickets).filter_map(|(_, f)| f).collect();
     finals.sort_by_key(|t| t.order_id);
+    let built = Instant::now();
     let index = Index::bulk(finals);
+    let build_secs = built.elapsed().as_secs_f64();
     let after = ticket_ledger_bench::procs::rss_kib(std::process::id()).unwrap_or(0);
     println!(
-        "view of {tickets} tickets: RSS +{} MiB (an upper bound: it holds what the tickets left)",
+        "view of {tickets} tickets built in {build_secs:.2} s: RSS +{} MiB (an upper bound: it \
+         holds what the tickets left)",
         after.saturating_sub(before) / 1024
     );
     let project = ProjectId::parse("project-0").expect("valid");
