@@ -154,7 +154,7 @@ fn curve(md: &mut String, runs: &[Run]) {
 /// One size's tables: ingest and replay against the raw reads, the queries against PostgreSQL,
 /// memory and disk.
 fn size_section(md: &mut String, opts: &BenchOptions, run: &Run) {
-    let Run {
+    let &Run {
         tickets,
         events,
         publish_secs,
@@ -162,21 +162,16 @@ fn size_section(md: &mut String, opts: &BenchOptions, run: &Run) {
         ingest_rate,
         replay_rate,
         cpu: [ingest_cpu, replay_cpu],
-        rows,
+        ref rows,
         first_deep_p50: (first_p50, deep_p50),
-        baseline,
-        pg,
+        ref baseline,
+        ref pg,
         rss_kib: (ingest_rss_kib, rss_kib),
         disk,
         records,
         restart_secs,
         ..
     } = run;
-    let (tickets, events, publish_secs) = (*tickets, *events, *publish_secs);
-    let (ingest_rate, replay_rate) = (*ingest_rate, *replay_rate);
-    let (ingest_cpu, replay_cpu) = (*ingest_cpu, *replay_cpu);
-    let (first_p50, deep_p50) = (*first_p50, *deep_p50);
-    let (ingest_rss_kib, rss_kib, disk, records) = (*ingest_rss_kib, *rss_kib, *disk, *records);
     let _ = writeln!(
         md,
         "### Ingest and replay, against the raw read rate of the same stream\n"

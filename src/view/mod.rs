@@ -157,9 +157,10 @@ struct ProjectRows {
     by_creator: FxHashMap<Sym, Group>,
     /// Gram → the slots whose lower-cased name holds it.
     names: FxHashMap<Gram, RoaringBitmap>,
-    /// Whether slots are in `order_id` order, as they are when tickets arrive in the order they
-    /// were created (the records are read back in that order at start-up). While they are, a
-    /// posting list's last slots are the newest rows, and a page can be read off its end.
+    /// Whether a slot was ever added after one with a larger `order_id`. Until then slots are in
+    /// `order_id` order, as they are when tickets arrive in the order they were created (the
+    /// records are read back in that order at start-up), so a posting list's last slots are the
+    /// newest rows and a page can be read off its end.
     disordered: bool,
 }
 

@@ -189,12 +189,8 @@ pub(super) fn index_all<'a>(
     for (g, list) in short.chain(trigrams) {
         let bits =
             RoaringBitmap::from_sorted_iter(list).expect("slots gathered in ascending order");
-        let into = names.entry(g).or_default();
-        if into.is_empty() {
-            *into = bits;
-        } else {
-            *into |= bits;
-        }
+        // Into an empty bitmap (a bulk build's), the union takes `bits` whole.
+        *names.entry(g).or_default() |= bits;
     }
 }
 

@@ -41,11 +41,12 @@ impl Index {
                 .filter_map(|t| self.symbol_ids.get(t.as_str()).copied())
                 .collect()
         });
+        let job_type_ok = |s: &Slot| job_types.as_ref().is_none_or(|j| j.contains(&s.job_type));
         let residual = |s: &Slot| {
             needle
                 .as_deref()
                 .is_none_or(|n| name_holds(p.text.get(s.name), n))
-                && job_types.as_ref().is_none_or(|j| j.contains(&s.job_type))
+                && job_type_ok(s)
         };
         // What the candidates of a name must match besides it; the group's walk has it already.
         let matches = |s: &Slot| {
@@ -67,20 +68,21 @@ impl Index {
         }
         let in_group = group.count(time, status);
         let postings = needle.as_deref().and_then(|n| candidates(p, n, in_group));
-        let only_the_name = creator.is_none() && time.is_none() && status.is_none();
+        let only_the_name =
+            creator.is_none() && time.is_none() && status.is_none() && job_types.is_none();
         let mut total = 0u64;
         match postings {
             Some(Candidates::None) => {}
             // The needle alone, and its posting list is exactly its matches: the total is the
             // list's length, and the page its newest entries below the marker.
-            Some(Candidates::Exact(list)) if only_the_name && job_types.is_none() => {
+            Some(Candidates::Exact(list)) if only_the_name => {
                 total = list.len();
                 data = self.newest(p, list, below, limit);
             }
             // Few rows hold the needle's grams: check those, then order the page.
             Some(Candidates::Exact(list)) => {
                 total = self.check(p, list, below, limit, &mut data, |s| {
-                    matches(s) && job_types.as_ref().is_none_or(|j| j.contains(&s.job_type))
+                    matches(s) && job_type_ok(s)
                 })
             }
             Some(Candidates::Holding(list)) => {

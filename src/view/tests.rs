@@ -109,6 +109,16 @@ fn kept_totals_equal_counted_totals_after_changes() {
     }
 }
 
+/// A small seeded generator: `rnd(n)` is a number below `n`, the same every run.
+fn lcg(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    }
+}
+
 /// The reference: every filter checked on every ticket, sorted, counted.
 fn naive(tickets: &HashMap<u64, Ticket>, q: &Query) -> (u64, Vec<u64>) {
     let needle = q.name_like.as_ref().map(|n| n.as_str().to_lowercase());
@@ -139,13 +149,7 @@ fn naive(tickets: &HashMap<u64, Ticket>, q: &Query) -> (u64, Vec<u64>) {
 fn every_plan_agrees_with_checking_every_ticket() {
     // Several thousand tickets (many blocks), created at times unrelated to order_id (so the
     // zone maps overlap), then changed at random: status, creator, even the name.
-    let mut seed = 7u64;
-    let mut rnd = |n: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut rnd = lcg(7);
     let words = [
         "Alpha",
         "beta",
@@ -393,13 +397,7 @@ fn upsert_replaces_a_row() {
 fn short_needles_read_their_page_off_the_posting_list() {
     // Tickets arriving in order_id order (slots in order, the page read by rank), then changed,
     // renamed and removed, then one arriving out of order (the page found by a walk).
-    let mut seed = 11u64;
-    let mut rnd = |n: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) % n
-    };
+    let mut rnd = lcg(11);
     let words = ["ka", "lo", "Mi", "nu", "数据", "x-"];
     let name = |r: &mut dyn FnMut(u64) -> u64| {
         format!("{}{}-{}", words[r(6) as usize], words[r(6) as usize], r(10))
