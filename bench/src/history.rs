@@ -86,7 +86,7 @@ fn word(rng: &mut Rng) -> String {
 fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64, plans_every: u64) -> Vec<Event> {
     let project = ProjectId::parse(&format!("project-{}", order_id % 10)).expect("valid");
     let ev = |kind, t: i64, n: u64| Event {
-        id: format!("{order_id}-{n}"),
+        id: format!("{order_id}-{n}").into(),
         source: "bench-executor".into(),
         kind,
         time_ms: t,
@@ -97,9 +97,9 @@ fn ticket_events(rng: &mut Rng, order_id: u64, t0: i64, plans_every: u64) -> Vec
     };
     let mut created = ev(Kind::Created, t0, 0);
     created.created = Some(CreatedData {
-        execute_uuid: format!("SCT{order_id:012}"),
-        order_name: format!("{}-{}-{}", word(rng), word(rng), rng.below(1000)),
-        creator: format!("creator-{}", rng.below(200)),
+        execute_uuid: format!("SCT{order_id:012}").into(),
+        order_name: format!("{}-{}-{}", word(rng), word(rng), rng.below(1000)).into(),
+        creator: format!("creator-{}", rng.below(200)).into(),
         region_ids: "cn-north-4".into(),
         job_type: "SCRIPT".into(),
         plan: None,

@@ -349,7 +349,7 @@ mod tests {
             project: ProjectId::parse("p").unwrap(),
             order_id,
             created: (kind == Kind::Created).then(|| CreatedData {
-                execute_uuid: format!("u{order_id}"),
+                execute_uuid: format!("u{order_id}").into(),
                 order_name: "n".into(),
                 creator: "c".into(),
                 region_ids: "r".into(),

@@ -41,6 +41,14 @@ pub enum DomainError {
     ProjectId,
 }
 
+/// The short text an event and a ticket carry (ids, names, creators, regions, job types, sources).
+///
+/// Held inline when it is 24 bytes or less, as most such values are: a ticket then costs one
+/// allocation for its history instead of one for every field and every entry, which is what
+/// decoding, folding and dropping a million tickets spent much of their time on (see the
+/// profile in BENCHMARKS.md). It reads as a `&str` everywhere.
+pub type Text = compact_str::CompactString;
+
 /// A project (tenant) id: 1–64 ASCII letters, digits, `-` or `_`.
 ///
 /// Huawei project ids are 32 hex characters; the rule is looser so that local setups can use

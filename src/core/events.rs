@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::core::domain::ProjectId;
+use crate::core::domain::{ProjectId, Text};
 use crate::core::job::{Operation, Plan};
 
 mod binary;
@@ -128,15 +128,15 @@ impl Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedData {
     /// Opaque id of the ticket's details page.
-    pub execute_uuid: String,
+    pub execute_uuid: Text,
     /// Ticket name.
-    pub order_name: String,
+    pub order_name: Text,
     /// Who created it.
-    pub creator: String,
+    pub creator: Text,
     /// The regions it runs in, as COC's `properties.region_ids` string.
-    pub region_ids: String,
+    pub region_ids: Text,
     /// Job type (condition key `coc:JobType`); `SCRIPT` unless the event says otherwise.
-    pub job_type: String,
+    pub job_type: Text,
     /// v1.1: the script, its parameters and its batches of hosts, when the event carries any.
     pub plan: Option<Box<Plan>>,
 }
@@ -200,9 +200,9 @@ impl OperationRequest {
 pub struct Event {
     /// CloudEvents `id`: unique per event, the key for duplicate detection; publishers also send
     /// it as `Nats-Msg-Id` so JetStream drops their retries.
-    pub id: String,
+    pub id: Text,
     /// CloudEvents `source`: which executor emitted it.
-    pub source: String,
+    pub source: Text,
     /// What happened.
     pub kind: Kind,
     /// CloudEvents `time`, in ms since the epoch (sub-millisecond digits are dropped).
@@ -503,7 +503,7 @@ fn validate(
             region_ids: required_text("region_ids", data.region_ids)?,
             job_type: match data.job_type {
                 Some(t) => required_text("job_type", Some(t))?,
-                None => DEFAULT_JOB_TYPE.to_owned(),
+                None => Text::const_new(DEFAULT_JOB_TYPE),
             },
             plan: v11::plan(&data.extra)?,
         })
@@ -512,8 +512,8 @@ fn validate(
     };
     let detail = v11::detail(kind, &data)?;
     Ok(Event {
-        id: env.id.to_owned(),
-        source: env.source.to_owned(),
+        id: Text::new(env.id),
+        source: Text::new(env.source),
         kind,
         time_ms,
         project,
@@ -552,11 +552,11 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     }
 }
 
-fn required_text(field: &str, value: Option<&str>) -> Result<String, DecodeError> {
+fn required_text(field: &str, value: Option<&str>) -> Result<Text, DecodeError> {
     let value =
         value.ok_or_else(|| DecodeError::Data(format!("missing field `{field}` in created")))?;
     check_text(field, value, MAX_TEXT_BYTES).map_err(DecodeError::Data)?;
-    Ok(value.to_owned())
+    Ok(Text::new(value))
 }
 
 /// Parses an RFC 3339 timestamp into ms since the epoch, dropping sub-millisecond digits.

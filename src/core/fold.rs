@@ -30,7 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::domain::{ProjectId, Status};
+use crate::core::domain::{ProjectId, Status, Text};
 use crate::core::events::{Detail, Event, InstanceEvent, Kind};
 use crate::core::job::{self, InstanceStatus, Plan};
 
@@ -45,15 +45,15 @@ pub struct Ticket {
     /// Key within the project; the list is ordered by it, newest (largest) first.
     pub order_id: u64,
     /// Ticket name, from `created`.
-    pub order_name: String,
+    pub order_name: Text,
     /// Details-page id, from `created`.
-    pub execute_uuid: String,
+    pub execute_uuid: Text,
     /// Creator, from `created`.
-    pub creator: String,
+    pub creator: Text,
     /// `properties.region_ids`, from `created`.
-    pub region_ids: String,
+    pub region_ids: Text,
     /// Job type (`coc:JobType`), from `created`.
-    pub job_type: String,
+    pub job_type: Text,
     /// Time of `created`, ms.
     pub gmt_created: i64,
     /// Time of `finished`/`cancelled`, ms; `None` while the ticket is not over.
@@ -122,13 +122,13 @@ pub struct HistoryEntry {
     /// JetStream stream sequence of the event.
     pub seq: u64,
     /// CloudEvents `id`.
-    pub id: String,
+    pub id: Text,
     /// Event kind.
     pub kind: Kind,
     /// CloudEvents `time`, ms.
     pub time_ms: i64,
     /// CloudEvents `source`.
-    pub source: String,
+    pub source: Text,
     /// What the fold did with it.
     pub outcome: Outcome,
     /// What an `operation_requested` asked for, and who asked.

@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::domain::{ProjectId, Status};
+use crate::core::domain::{ProjectId, Status, Text};
 use crate::core::events::Kind;
 use crate::core::fold::{HistoryEntry, Outcome, Ticket};
 use crate::core::job::{Batch, Instance, InstanceStatus, Rotation, Script, Target};
@@ -93,13 +93,13 @@ fn history_ref<S: serde::Serializer>(h: &&[HistoryEntry], s: S) -> Result<S::Ok,
 /// history).
 #[derive(Deserialize)]
 struct Head {
-    project: String,
+    project: Text,
     order_id: u64,
-    order_name: String,
-    execute_uuid: String,
-    creator: String,
-    region_ids: String,
-    job_type: String,
+    order_name: Text,
+    execute_uuid: Text,
+    creator: Text,
+    region_ids: Text,
+    job_type: Text,
     gmt_created: i64,
     gmt_finished: Option<i64>,
     execute_costs: Option<i64>,
@@ -112,10 +112,10 @@ struct Head {
 #[derive(Deserialize)]
 struct Entry {
     seq: u64,
-    id: String,
+    id: Text,
     kind: Kind,
     time_ms: i64,
-    source: String,
+    source: Text,
     outcome: StoredOutcome,
     note: Option<String>,
 }
@@ -408,7 +408,7 @@ mod tests {
                     id: "e3".into(),
                     kind: Kind::Finished,
                     time_ms: i64::MIN,
-                    source: String::new(),
+                    source: Text::default(),
                     outcome: Outcome::Rejected {
                         code: "ticket_closed".into(),
                         reason: "ticket is CANCELED".into(),

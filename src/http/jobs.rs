@@ -264,7 +264,7 @@ pub async fn operate(
     job::check(&t, &op).map_err(|r| fail(ApiError::Refused(r)))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     let event = Event {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4().to_string().into(),
         source: "ticket-ledger".into(),
         kind: Kind::OperationRequested,
         time_ms: i64::try_from(now).unwrap_or(i64::MAX),
@@ -272,7 +272,7 @@ pub async fn operate(
         order_id: t.order_id,
         created: None,
         detail: Detail::Operation(Box::new(OperationRequest {
-            execute_uuid: t.execute_uuid.clone(),
+            execute_uuid: t.execute_uuid.to_string(),
             operation: op,
             requested_by: principal.name.clone(),
         })),

@@ -107,10 +107,10 @@ impl From<HistoryEntry> for EventView {
         };
         EventView {
             seq: h.seq,
-            id: h.id,
+            id: h.id.into(),
             ty: format!("{}{}", crate::core::events::TYPE_PREFIX, h.kind),
             time: format_time_ms(h.time_ms),
-            source: h.source,
+            source: h.source.into(),
             outcome,
             reason_code,
             reason,

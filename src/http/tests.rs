@@ -39,8 +39,8 @@ async fn state(dir: &std::path::Path) -> AppState {
     let ticket = |order_id: u64, status| Ticket {
         project: ProjectId::parse("proj-a").unwrap(),
         order_id,
-        order_name: format!("job-{order_id}"),
-        execute_uuid: format!("SCT{order_id}"),
+        order_name: format!("job-{order_id}").into(),
+        execute_uuid: format!("SCT{order_id}").into(),
         creator: "alice".into(),
         region_ids: "cn-north-4".into(),
         job_type: "SCRIPT".into(),

@@ -428,11 +428,12 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
             execute_uuid: a
                 .execute_uuid
                 .clone()
-                .unwrap_or_else(|| format!("SCT{}", uuid::Uuid::new_v4().simple())),
-            order_name: a.name.clone().context("created needs --name")?,
-            creator: a.creator.clone().context("created needs --creator")?,
-            region_ids: a.region_ids.clone(),
-            job_type: a.job_type.clone(),
+                .unwrap_or_else(|| format!("SCT{}", uuid::Uuid::new_v4().simple()))
+                .into(),
+            order_name: a.name.clone().context("created needs --name")?.into(),
+            creator: a.creator.clone().context("created needs --creator")?.into(),
+            region_ids: a.region_ids.as_str().into(),
+            job_type: a.job_type.as_str().into(),
             plan: None,
         })
     } else {
@@ -478,8 +479,9 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Event> {
         id: a
             .id
             .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        source: a.source.clone(),
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+            .into(),
+        source: a.source.as_str().into(),
         kind,
         time_ms: parse_time(a.time.as_deref())?,
         project,
@@ -524,7 +526,7 @@ impl Outgoing {
         Outgoing {
             subject: e.subject(prefix),
             payload,
-            msg_id: Some(e.id.clone()),
+            msg_id: Some(e.id.to_string()),
             headers,
         }
     }

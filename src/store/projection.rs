@@ -591,8 +591,8 @@ pub(super) mod tests {
         Ticket {
             project: ProjectId::parse("p").unwrap(),
             order_id,
-            order_name: format!("job {order_id}"),
-            execute_uuid: format!("u{order_id}"),
+            order_name: format!("job {order_id}").into(),
+            execute_uuid: format!("u{order_id}").into(),
             creator: "c".into(),
             region_ids: "r".into(),
             job_type: "SCRIPT".into(),
@@ -711,7 +711,7 @@ pub(super) mod tests {
                 ce_headers: Vec::new(),
             },
             event: Ok(Event {
-                id: format!("e{seq}"),
+                id: format!("e{seq}").into(),
                 source: "s".into(),
                 kind: Kind::Started,
                 time_ms: 100,

@@ -631,7 +631,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let tickets: Vec<Ticket> = (1..=8_000)
             .map(|i| Ticket {
-                order_name: format!("a job with a name long enough to matter {i:>40}"),
+                order_name: format!("a job with a name long enough to matter {i:>40}").into(),
                 ..ticket("a", i)
             })
             .collect();

@@ -8,7 +8,7 @@ fn ticket(order_id: u64, creator: &str, status: Status, name: &str, created: i64
         project: ProjectId::parse("p").unwrap(),
         order_id,
         order_name: name.into(),
-        execute_uuid: format!("u{order_id}"),
+        execute_uuid: format!("u{order_id}").into(),
         creator: creator.into(),
         region_ids: "r".into(),
         job_type: "SCRIPT".into(),
@@ -131,7 +131,9 @@ fn naive(tickets: &HashMap<u64, Ticket>, q: &Query) -> (u64, Vec<u64>) {
                 && needle
                     .as_deref()
                     .is_none_or(|n| t.order_name.to_lowercase().contains(n))
-                && q.job_types.as_ref().is_none_or(|j| j.contains(&t.job_type))
+                && q.job_types
+                    .as_ref()
+                    .is_none_or(|j| j.iter().any(|j| *j == t.job_type))
         })
         .collect();
     m.sort_by_key(|t| std::cmp::Reverse(t.order_id));
@@ -245,7 +247,7 @@ fn every_plan_agrees_with_checking_every_ticket() {
             let t = all.get_mut(&id).unwrap();
             t.status = statuses[rnd(5) as usize];
             if rnd(5) == 0 {
-                t.creator = format!("c{}", rnd(7));
+                t.creator = format!("c{}", rnd(7)).into();
             }
             if rnd(10) == 0 {
                 t.order_name = "renamed Night".into();
@@ -343,7 +345,7 @@ fn names_rewritten_after_renames_and_removals_still_answer() {
     for round in 1..=6u64 {
         for id in (1..=400u64).filter(|id| id % 7 != round) {
             if let Some(t) = all.get_mut(&id) {
-                t.order_name = name(id, round);
+                t.order_name = name(id, round).into();
                 ix.upsert(t);
             }
         }
@@ -430,7 +432,7 @@ fn short_needles_read_their_page_off_the_posting_list() {
         let id = 1 + rnd(3_000);
         if let Some(t) = all.get_mut(&id) {
             match rnd(3) {
-                0 => t.order_name = name(&mut rnd),
+                0 => t.order_name = name(&mut rnd).into(),
                 1 => t.status = Status::Finished,
                 _ => {
                     ix.remove(&t.project, id);

@@ -16,7 +16,7 @@ async fn a_tickets_history_lists_every_event_with_its_outcome() {
     let bad = ev("proj-a", 5, Kind::Resumed, 2_500);
     let mut msgs: Vec<_> = [&c, &s, &bad]
         .iter()
-        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))
+        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string())))
         .collect();
     msgs.push((s.subject(PREFIX), s.to_bytes(), None)); // redelivered copy
     msgs.push({

@@ -21,7 +21,7 @@ fn history() -> Vec<Event> {
             &format!("u{id}"),
             "r",
         );
-        c.id = format!("évent {id}%");
+        c.id = format!("évent {id}%").into();
         out.push(c);
         out.push(ev("proj-a", id, Kind::Started, t + 10));
         out.push(ev("proj-a", id, Kind::Finished, t + 500));
@@ -70,7 +70,7 @@ async fn binary_mode_events_fold_exactly_like_structured_ones() {
     app.ledger.persist().unwrap();
     let structured = events
         .iter()
-        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))
+        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string())))
         .collect();
     let want = encoded_records(&reference_fold(structured));
     let got = stored_records(app.projection().store());

@@ -62,7 +62,7 @@ pub fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
         let pick = rnd(live.len() as u64) as usize;
         let lane = live[pick];
         let e = &lanes[lane][cursor[lane]];
-        out.push((e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())));
+        out.push((e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string())));
         if rnd(200) == 0 {
             out.push((
                 format!("{PREFIX}.proj-a.started"),

@@ -331,7 +331,7 @@ pub async fn start_env() -> (NatsServer, TempDir, TestApp, jetstream::Context) {
 /// Builds an event.
 pub fn ev(project: &str, order_id: u64, kind: Kind, time_ms: i64) -> Event {
     Event {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4().to_string().into(),
         source: "test-executor".into(),
         kind,
         time_ms,
@@ -376,7 +376,7 @@ pub async fn ensure_stream(js: &jetstream::Context) {
 pub async fn publish(js: &jetstream::Context, events: &[Event]) -> u64 {
     let raw: Vec<(String, Vec<u8>, Option<String>)> = events
         .iter()
-        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone())))
+        .map(|e| (e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string())))
         .collect();
     publish_raw(js, raw).await
 }

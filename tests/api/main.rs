@@ -113,7 +113,7 @@ async fn bad_events_are_dead_lettered_and_never_stop_ingestion() {
     let (_nats, _store, app, js) = start_env().await;
     let p = "proj-a";
     let good = |e: &ticket_ledger::core::events::Event| {
-        (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()))
+        (e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string()))
     };
     let c1 = created(p, 1, 1_000, "one", "alice", "u1", "r");
     let s1 = ev(p, 1, Kind::Started, 2_000);
@@ -417,7 +417,7 @@ async fn the_own_reader_passes_a_large_stream_on_once_and_in_order() {
         .map(|i| {
             if i % 10 == 0 {
                 let e = created("proj-a", i, 1_700_000_000_000, "n", "c", "u", "r");
-                (e.subject(PREFIX), e.to_bytes(), Some(e.id.clone()))
+                (e.subject(PREFIX), e.to_bytes(), Some(e.id.to_string()))
             } else {
                 (format!("{PREFIX}.proj-a.filler"), filler.clone(), None)
             }

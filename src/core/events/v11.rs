@@ -214,7 +214,7 @@ pub(super) fn detail(kind: Kind, d: &Data<'_>) -> Result<Detail, DecodeError> {
             };
             let operation_type = d.extra.operation_type.and_then(OperationType::parse);
             Detail::Operation(Box::new(OperationRequest {
-                execute_uuid: required("execute_uuid", d.execute_uuid)?,
+                execute_uuid: required("execute_uuid", d.execute_uuid)?.into(),
                 operation: Operation {
                     operation_type: operation_type.ok_or_else(|| {
                         data_err("operation_type must be one of CANCEL_INSTANCE, SKIP_BATCH, CANCEL_ORDER, PAUSE_ORDER, CONTINUE_ORDER")
@@ -222,7 +222,7 @@ pub(super) fn detail(kind: Kind, d: &Data<'_>) -> Result<Detail, DecodeError> {
                     batch_index: d.batch_index.map(|b| batch_index(Some(b))).transpose()?,
                     instance_id: d.instance_id,
                 },
-                requested_by: required("requested_by", d.extra.requested_by)?,
+                requested_by: required("requested_by", d.extra.requested_by)?.into(),
             }))
         }
         _ => Detail::None,
