@@ -160,7 +160,9 @@ struct ProjectRows {
     /// Whether a slot was ever added after one with a larger `order_id`. Until then slots are in
     /// `order_id` order, as they are when tickets arrive in the order they were created (the
     /// records are read back in that order at start-up), so a posting list's last slots are the
-    /// newest rows and a page can be read off its end.
+    /// newest rows and a page can be read off its end. A live executor creates tickets a little
+    /// out of order, so this is set soon after start-up; the planner then walks the rows newest
+    /// first instead (see `Index::newest`).
     disordered: bool,
 }
 

@@ -108,24 +108,50 @@ impl Index {
     /// The rows of the `limit` newest slots of `list` below the marker `below`.
     fn newest(&self, p: &ProjectRows, list: &RoaringBitmap, below: u64, limit: usize) -> Vec<Row> {
         let row = |i: u32| self.row(p, &p.slots[i as usize]);
-        if p.disordered {
-            let mut hits: Vec<(u64, u32)> = list
-                .iter()
-                .map(|i| (p.slots[i as usize].order_id, i))
-                .filter(|&(o, _)| o < below)
+        if !p.disordered {
+            // Slots in order_id order: the slots below the marker are a prefix, and the page is
+            // the last entries of the list within it, found by rank without walking the list.
+            let end = p.slots.partition_point(|s| s.order_id < below) as u32;
+            let before_end = if end == 0 { 0 } else { list.rank(end - 1) };
+            let from = before_end.saturating_sub(limit as u64);
+            return (from..before_end)
+                .rev()
+                .filter_map(|k| list.select(k as u32))
+                .map(row)
                 .collect();
-            return top(&mut hits, limit).map(|(_, i)| row(i)).collect();
         }
-        // Slots in order_id order: the slots below the marker are a prefix, and the page is the
-        // last entries of the list within it, found by rank without walking the list.
-        let end = p.slots.partition_point(|s| s.order_id < below) as u32;
-        let before_end = if end == 0 { 0 } else { list.rank(end - 1) };
-        let from = before_end.saturating_sub(limit as u64);
-        (from..before_end)
-            .rev()
-            .filter_map(|k| list.select(k as u32))
-            .map(row)
-            .collect()
+        // Out of order (tickets created out of order_id order, as an executor running many at
+        // once sends them): walk the project's rows newest first and keep those on the list, which
+        // meets a page after about `limit / density` rows. A list much smaller than that is cheaper
+        // to go through whole, and so is any list once the walk has cost as much as it would
+        // (its matches lie among the older rows).
+        let budget = list.len().min(
+            (limit as u64)
+                .saturating_mul(p.slots.len() as u64)
+                .checked_div(list.len())
+                .unwrap_or(0)
+                .saturating_mul(4)
+                .saturating_add(64),
+        );
+        if budget < list.len() {
+            let (mut page, mut walked) = (Vec::with_capacity(limit), 0u64);
+            p.all.walk_desc(below, None, None, |e| {
+                walked += 1;
+                if list.contains(e.slot) {
+                    page.push(e.slot);
+                }
+                page.len() < limit && walked < budget
+            });
+            if page.len() == limit || walked < budget {
+                return page.into_iter().map(row).collect();
+            }
+        }
+        let mut hits: Vec<(u64, u32)> = list
+            .iter()
+            .map(|i| (p.slots[i as usize].order_id, i))
+            .filter(|&(o, _)| o < below)
+            .collect();
+        top(&mut hits, limit).map(|(_, i)| row(i)).collect()
     }
 
     /// Checks every slot of `list` with `keep`, pushes the page of those that pass (the newest
