@@ -125,14 +125,12 @@ impl Index {
         // meets a page after about `limit / density` rows. A list much smaller than that is cheaper
         // to go through whole, and so is any list once the walk has cost as much as it would
         // (its matches lie among the older rows).
-        let budget = list.len().min(
-            (limit as u64)
-                .saturating_mul(p.slots.len() as u64)
-                .checked_div(list.len())
-                .unwrap_or(0)
-                .saturating_mul(4)
-                .saturating_add(64),
-        );
+        let budget = (limit as u64)
+            .saturating_mul(p.slots.len() as u64)
+            .checked_div(list.len())
+            .unwrap_or(0)
+            .saturating_mul(4)
+            .saturating_add(64);
         if budget < list.len() {
             let (mut page, mut walked) = (Vec::with_capacity(limit), 0u64);
             p.all.walk_desc(below, None, None, |e| {
@@ -146,12 +144,9 @@ impl Index {
                 return page.into_iter().map(row).collect();
             }
         }
-        let mut hits: Vec<(u64, u32)> = list
-            .iter()
-            .map(|i| (p.slots[i as usize].order_id, i))
-            .filter(|&(o, _)| o < below)
-            .collect();
-        top(&mut hits, limit).map(|(_, i)| row(i)).collect()
+        let mut data = Vec::with_capacity(limit);
+        self.check(p, list, below, limit, &mut data, |_| true);
+        data
     }
 
     /// Checks every slot of `list` with `keep`, pushes the page of those that pass (the newest
