@@ -16,6 +16,8 @@ bash scripts/ensure-promtool.sh
 if ! python3 -c "import huaweicloudsdkcoc, pytest, jsonschema" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check huaweicloudsdkcoc pytest jsonschema
 fi
+# A failing test's panic message, not a backtrace, is what the end of its output must show.
+export RUST_BACKTRACE=0
 cargo test --locked --workspace "$@"
 cargo build --locked --bin ticket-ledger
 python3 -m pytest -q tests/sdk

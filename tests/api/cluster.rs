@@ -453,11 +453,33 @@ async fn poll(
     }
 }
 
-/// The readiness of a replica: its `/readyz` body when it says ready.
-async fn ready(base: &str) -> Option<serde_json::Value> {
-    let resp = reqwest::get(format!("{base}/readyz")).await.ok()?;
-    (resp.status() == 200).then_some(())?;
-    resp.json().await.ok()
+/// A replica's `/readyz`: its status and body, or why there was none.
+async fn readiness(base: &str) -> Result<(u16, serde_json::Value), String> {
+    let resp = reqwest::get(format!("{base}/readyz"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// Waits until the replica at `base` says ready with `applied_seq` at `last`; at the deadline
+/// the panic says what it answered last, so that a failure in CI names its cause.
+async fn wait_ready_at(base: &str, last: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = readiness(base).await;
+        if let Ok((200, body)) = &answer
+            && body["applied_seq"].as_u64() == Some(last)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{base} not ready at the stream's end ({last}) within {secs} s; /readyz: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
@@ -514,7 +536,13 @@ async fn survive_the_losses(binary: PathBuf) {
     // The stream's leader stops, and starts again.
     at(total / 5).await;
     eprintln!("cluster test: killing the stream leader");
-    let leader = stream_leader(&js).await.expect("a stream leader");
+    let mut leader = None;
+    wait_until("the stream has a leader", 60, async || {
+        leader = stream_leader(&js).await;
+        leader.is_some()
+    })
+    .await;
+    let leader = leader.expect("a stream leader");
     cluster.kill(&leader);
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.restart(&leader);
@@ -551,13 +579,7 @@ async fn survive_the_losses(binary: PathBuf) {
     };
     assert!(last >= total as u64, "the stream holds {last} of {total}");
     for r in &replicas {
-        let base = r.base();
-        wait_until("a replica ready at the stream's end", 120, async || {
-            ready(&base)
-                .await
-                .is_some_and(|b| b["applied_seq"].as_u64() == Some(last))
-        })
-        .await;
+        wait_ready_at(&r.base(), last, 120).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
