@@ -55,6 +55,8 @@ pub struct Run {
     pub records: u64,
     /// Seconds from starting the daemon on the stopped store to its view being whole again.
     pub restart_secs: f64,
+    /// Requests/s of `GET /healthz` over 8 connections: what bounds every query's rate.
+    pub http_ceiling: f64,
     pub nats_bin: PathBuf,
 }
 
@@ -262,6 +264,8 @@ async fn measure(opts: &BenchOptions, tickets: u64) -> anyhow::Result<Run> {
         )
     };
     eprintln!("first page p50 {first_p50:.0}µs, deep page p50 {deep_p50:.0}µs (alternating)");
+    let http_ceiling = http_ceiling(&http, &base, opts.throughput_secs).await?;
+    eprintln!("HTTP ceiling (GET /healthz, 8 connections): {http_ceiling:.0} req/s");
     let rss_kib = peak_rss_kib(pid).unwrap_or(0);
 
     // The same tickets and queries in PostgreSQL.
@@ -365,6 +369,24 @@ async fn measure(opts: &BenchOptions, tickets: u64) -> anyhow::Result<Run> {
         disk,
         records,
         restart_secs,
+        http_ceiling,
         nats_bin: nats_bin.clone(),
     })
+}
+
+/// Requests/s of `GET /healthz` (no credentials checked, no work) over the same 8 connections
+/// the queries' throughput uses: the most any query can reach through the daemon's HTTP stack
+/// with this load generator on this machine, so what bounds a ledger/PostgreSQL ratio.
+async fn http_ceiling(http: &reqwest::Client, base: &str, secs: u64) -> anyhow::Result<f64> {
+    let url: std::sync::Arc<str> = format!("{base}/healthz").into();
+    let workers = (0..8)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            move || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { get_page(&http, &url, "project-0").await.is_ok() }
+            }
+        })
+        .collect();
+    crate::stats::throughput(workers, secs).await
 }

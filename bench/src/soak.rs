@@ -232,7 +232,11 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     for w in workers {
         w.await??;
     }
-    let export = export_rss(&http, &daemon).await?;
+    // Twice: what the first adds and keeps, and whether a second adds more.
+    let export = [
+        export_rss(&http, &daemon).await?,
+        export_rss(&http, &daemon).await?,
+    ];
     let minutes = minutes.lock().unwrap().clone();
     let sizes = Sizes {
         stream_bytes,
@@ -242,9 +246,12 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     Ok(report(&opts, events, &minutes, export, sizes))
 }
 
-/// The daemon's RSS before the records export and the most it reached while the export
-/// streamed (KiB), and the export's bytes.
-async fn export_rss(http: &reqwest::Client, daemon: &Daemon) -> anyhow::Result<(u64, u64, u64)> {
+/// The daemon's RSS before the records export, the most it reached while the export streamed
+/// and what it was 5 s after (KiB), and the export's bytes.
+async fn export_rss(
+    http: &reqwest::Client,
+    daemon: &Daemon,
+) -> anyhow::Result<(u64, u64, u64, u64)> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = rss_kib(daemon.pid).unwrap_or(0);
     let mut resp = http
@@ -258,7 +265,9 @@ async fn export_rss(http: &reqwest::Client, daemon: &Daemon) -> anyhow::Result<(
         bytes += piece.len() as u64;
         peak = peak.max(rss_kib(daemon.pid).unwrap_or(0));
     }
-    Ok((before, peak, bytes))
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = rss_kib(daemon.pid).unwrap_or(0);
+    Ok((before, peak, after, bytes))
 }
 
 /// What the store and the stream take: the stream's bytes after the history was published,
@@ -273,7 +282,7 @@ fn report(
     opts: &SoakOptions,
     events: u64,
     minutes: &[Minute],
-    export: (u64, u64, u64),
+    export: [(u64, u64, u64, u64); 2],
     sizes: Sizes,
 ) -> String {
     let kinds: Vec<&str> = (0..8).map(|k| request(k, 1).0).collect();
@@ -309,15 +318,20 @@ fn report(
         }
         out.push('\n');
     }
-    let (before, peak, bytes) = export;
-    out.push_str(&format!(
-        "\nRecords export after the soak: {} MiB streamed; the daemon's RSS {} MiB before, at \
-         most {} MiB while it streamed (+{} MiB).\n",
-        bytes / (1024 * 1024),
-        before / 1024,
-        peak / 1024,
-        peak.saturating_sub(before) / 1024
-    ));
+    for (which, (before, peak, after, bytes)) in ["Records export", "A second export"]
+        .into_iter()
+        .zip(export)
+    {
+        out.push_str(&format!(
+            "\n{which} after the soak: {} MiB streamed; the daemon's RSS {} MiB before, at \
+             most {} MiB while it streamed (+{} MiB), {} MiB 5 s after.\n",
+            bytes / (1024 * 1024),
+            before / 1024,
+            peak / 1024,
+            peak.saturating_sub(before) / 1024,
+            after / 1024
+        ));
+    }
     out.push_str(&format!(
         "\nThe stream after the history was published: {} MiB for {events} events ({} B/event, \
          one replica). The store at the end: {} MiB for {} tickets ({} B/ticket).\n",
