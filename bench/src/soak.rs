@@ -36,6 +36,9 @@ pub struct SoakOptions {
     pub daemon: PathBuf,
 }
 
+/// The records exports after the soak, one after the other.
+const EXPORTS: [&str; 3] = ["Records export", "A second export", "A third export"];
+
 /// Query connections.
 const CONNECTIONS: u64 = 8;
 
@@ -232,26 +235,42 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     for w in workers {
         w.await??;
     }
-    // Twice: what the first adds and keeps, and whether a second adds more.
-    let export = [
-        export_rss(&http, &daemon).await?,
-        export_rss(&http, &daemon).await?,
-    ];
+    // Three times: what the first adds and keeps, and whether the next ones add more.
+    let mut export = Vec::new();
+    for _ in 0..EXPORTS.len() {
+        export.push(export_rss(&http, &daemon).await?);
+    }
+    let verify = verify_rss(&opts.daemon, tmp.path(), &broker.url, &daemon.base).await?;
     let minutes = minutes.lock().unwrap().clone();
     let sizes = Sizes {
         stream_bytes,
         store_bytes: crate::procs::dir_size(&daemon.store),
-        tickets: minutes.last().map_or(0, |m| m.tickets),
+        tickets: readyz(&http, &daemon.base)
+            .await
+            .and_then(|r| r["tickets"].as_u64())
+            .unwrap_or(0),
     };
-    Ok(report(&opts, events, &minutes, export, sizes))
+    Ok(report(&opts, events, &minutes, (export, verify), sizes))
 }
 
-/// The daemon's RSS before the records export, the most it reached while the export streamed
-/// and what it was 5 s after (KiB), and the export's bytes.
-async fn export_rss(
-    http: &reqwest::Client,
-    daemon: &Daemon,
-) -> anyhow::Result<(u64, u64, u64, u64)> {
+/// One records export: the daemon's RSS before it, the most it reached while the export
+/// streamed and what it was 5 s after (KiB), and the export's bytes.
+struct ExportRss {
+    before: u64,
+    peak: u64,
+    after: u64,
+    bytes: u64,
+}
+
+/// `ticket-ledger verify`'s peak RSS (KiB), its seconds and its verdict line.
+struct VerifyRun {
+    peak: u64,
+    secs: f64,
+    verdict: String,
+}
+
+/// Exports the records once, watching the daemon's RSS.
+async fn export_rss(http: &reqwest::Client, daemon: &Daemon) -> anyhow::Result<ExportRss> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = rss_kib(daemon.pid).unwrap_or(0);
     let mut resp = http
@@ -267,7 +286,54 @@ async fn export_rss(
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = rss_kib(daemon.pid).unwrap_or(0);
-    Ok((before, peak, after, bytes))
+    Ok(ExportRss {
+        before,
+        peak,
+        after,
+        bytes,
+    })
+}
+
+/// `ticket-ledger verify` against the daemon, as an auditor runs it (its scratch store under
+/// `dir`), its peak RSS read from `VmHWM` while it runs.
+async fn verify_rss(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    nats_url: &str,
+    base: &str,
+) -> anyhow::Result<VerifyRun> {
+    let started = Instant::now();
+    let child = tokio::process::Command::new(binary)
+        .args(["verify", "--url", base, "--scratch"])
+        .arg(dir)
+        .env("TICKET_LEDGER_CONFIG", dir.join("bench.toml"))
+        .env("TICKET_LEDGER_NATS__URL", nats_url)
+        .env("TICKET_LEDGER_NATS__EMBEDDED", "never")
+        .env("TICKET_LEDGER_LOG__LEVEL", "error")
+        .env("TICKET_LEDGER_TOKEN", crate::BENCH_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting verify")?;
+    let pid = child.id().context("verify's pid")?;
+    let waited = tokio::spawn(child.wait_with_output());
+    let mut peak = 0;
+    while !waited.is_finished() {
+        peak = peak.max(crate::procs::peak_rss_kib(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = waited.await??;
+    let verdict = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    Ok(VerifyRun {
+        peak,
+        secs: started.elapsed().as_secs_f64(),
+        verdict,
+    })
 }
 
 /// What the store and the stream take: the stream's bytes after the history was published,
@@ -282,7 +348,7 @@ fn report(
     opts: &SoakOptions,
     events: u64,
     minutes: &[Minute],
-    export: [(u64, u64, u64, u64); 2],
+    (export, verify): (Vec<ExportRss>, VerifyRun),
     sizes: Sizes,
 ) -> String {
     let kinds: Vec<&str> = (0..8).map(|k| request(k, 1).0).collect();
@@ -318,10 +384,13 @@ fn report(
         }
         out.push('\n');
     }
-    for (which, (before, peak, after, bytes)) in ["Records export", "A second export"]
-        .into_iter()
-        .zip(export)
-    {
+    for (which, e) in EXPORTS.into_iter().zip(export) {
+        let ExportRss {
+            before,
+            peak,
+            after,
+            bytes,
+        } = e;
         out.push_str(&format!(
             "\n{which} after the soak: {} MiB streamed; the daemon's RSS {} MiB before, at \
              most {} MiB while it streamed (+{} MiB), {} MiB 5 s after.\n",
@@ -332,6 +401,15 @@ fn report(
             after / 1024
         ));
     }
+    let VerifyRun {
+        peak,
+        secs,
+        verdict,
+    } = verify;
+    out.push_str(&format!(
+        "\n`ticket-ledger verify` after the exports: \"{verdict}\" in {secs:.0} s, its peak RSS {} MiB.\n",
+        peak / 1024
+    ));
     out.push_str(&format!(
         "\nThe stream after the history was published: {} MiB for {events} events ({} B/event, \
          one replica). The store at the end: {} MiB for {} tickets ({} B/ticket).\n",
