@@ -324,11 +324,16 @@ async fn verify_rss(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let out = waited.await??;
-    let verdict = String::from_utf8_lossy(&out.stdout)
+    let first = String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
         .unwrap_or("")
         .to_owned();
+    let verdict = if out.status.success() {
+        first
+    } else {
+        format!("failed ({}): {first}", out.status)
+    };
     Ok(VerifyRun {
         peak,
         secs: started.elapsed().as_secs_f64(),
