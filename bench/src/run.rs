@@ -378,15 +378,5 @@ async fn measure(opts: &BenchOptions, tickets: u64) -> anyhow::Result<Run> {
 /// the queries' throughput uses: the most any query can reach through the daemon's HTTP stack
 /// with this load generator on this machine, so what bounds a ledger/PostgreSQL ratio.
 async fn http_ceiling(http: &reqwest::Client, base: &str, secs: u64) -> anyhow::Result<f64> {
-    let url: std::sync::Arc<str> = format!("{base}/healthz").into();
-    let workers = (0..8)
-        .map(|_| {
-            let (http, url) = (http.clone(), url.clone());
-            move || {
-                let (http, url) = (http.clone(), url.clone());
-                async move { get_page(&http, &url, "project-0").await.is_ok() }
-            }
-        })
-        .collect();
-    crate::stats::throughput(workers, secs).await
+    crate::stats::page_throughput(http, &format!("{base}/healthz"), "project-0", secs).await
 }

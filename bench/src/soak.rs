@@ -250,7 +250,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
             .and_then(|r| r["tickets"].as_u64())
             .unwrap_or(0),
     };
-    Ok(report(&opts, events, &minutes, (export, verify), sizes))
+    Ok(report(&opts, events, &minutes, export, verify, sizes))
 }
 
 /// One records export: the daemon's RSS before it, the most it reached while the export
@@ -353,7 +353,8 @@ fn report(
     opts: &SoakOptions,
     events: u64,
     minutes: &[Minute],
-    (export, verify): (Vec<ExportRss>, VerifyRun),
+    export: Vec<ExportRss>,
+    verify: VerifyRun,
     sizes: Sizes,
 ) -> String {
     let kinds: Vec<&str> = (0..8).map(|k| request(k, 1).0).collect();

@@ -129,6 +129,21 @@ pub async fn measure_path(
         get_page(http, &url, project).await?;
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    Ok(Latency::from_times(
+        times,
+        page_throughput(http, &url, project, secs).await?,
+        total,
+    ))
+}
+
+/// Requests/s of `url` (as the benchmark's principal, in `project`) that 8 connections reach
+/// together in `secs`: how every query's throughput, and the HTTP ceiling, are measured.
+pub async fn page_throughput(
+    http: &reqwest::Client,
+    url: &str,
+    project: &str,
+    secs: u64,
+) -> anyhow::Result<f64> {
     let (url, project): (Arc<str>, Arc<str>) = (url.into(), project.into());
     let workers = (0..8)
         .map(|_| {
@@ -139,11 +154,7 @@ pub async fn measure_path(
             }
         })
         .collect();
-    Ok(Latency::from_times(
-        times,
-        throughput(workers, secs).await?,
-        total,
-    ))
+    throughput(workers, secs).await
 }
 
 /// The daemon's `/readyz` body, if it answers.

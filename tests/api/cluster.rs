@@ -466,26 +466,30 @@ async fn readiness(base: &str) -> Result<(u16, serde_json::Value), String> {
 /// Waits until the replica at `base` says ready with `applied_seq` at `last`; at the deadline
 /// the panic says what it answered last, so that a failure in CI names its cause.
 async fn wait_ready_at(base: &str, last: u64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let answer = readiness(base).await;
-        if let Ok((200, body)) = &answer
-            && body["applied_seq"].as_u64() == Some(last)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base} not ready at the stream's end ({last}) within {secs} s; /readyz: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("{base} ready at the stream's end ({last})");
+    wait_for(&what, secs, async || match readiness(base).await {
+        Ok((200, body)) if body["applied_seq"].as_u64() == Some(last) => Ok(()),
+        answer => Err(format!("; /readyz: {answer:?}")),
+    })
+    .await;
 }
 
 async fn wait_until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    wait_for(what, secs, async || {
+        check().await.then_some(()).ok_or_else(String::new)
+    })
+    .await;
+}
+
+/// Polls `check` every 200 ms until it is `Ok`; past `secs`, panics with its last `Err`
+/// (what the check saw, appended to the message).
+async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Result<(), String>) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+    while let Err(last) = check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {secs} s{last}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
