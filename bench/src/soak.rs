@@ -155,6 +155,14 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
         })
     };
 
+    // The queries' connections run on a runtime of their own: on the publisher's, each step's
+    // publishing delayed the requests due meanwhile, and that was the generator's lateness, not
+    // the daemon's.
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("soak-client")
+        .enable_all()
+        .build()?;
     // Queries: connection c sends requests c, c + 8, c + 16, ... each at its scheduled time. The
     // schedule is kept by a thread of its own sleeping on the OS's timer (tokio's has a
     // millisecond's granularity, which would be counted as latency), handing each request to its
@@ -167,7 +175,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
         to_workers.push(tx);
         let (base, minutes) = (daemon.base.clone(), minutes.clone());
         let tickets = opts.tickets;
-        workers.push(tokio::spawn(async move {
+        workers.push(clients.spawn(async move {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()?;
@@ -235,6 +243,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     for w in workers {
         w.await??;
     }
+    clients.shutdown_background();
     // Three times: what the first adds and keeps, and whether the next ones add more.
     let mut export = Vec::new();
     for _ in 0..EXPORTS.len() {
