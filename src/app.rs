@@ -98,20 +98,25 @@ impl App {
         };
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, embedded_nats = self.broker.is_embedded(), "listening");
-        let ingest = tokio::spawn(ingest::run(
-            self.broker.client.clone(),
-            self.ledger.clone(),
-            broker,
-            metrics,
-            self.settings.nats.clone(),
-            self.settings.ingest.clone(),
-            cancel.clone(),
-        ));
+        let ingest = on_own_thread(
+            "ledger-ingest",
+            ingest::run(
+                self.broker.client.clone(),
+                self.ledger.clone(),
+                broker,
+                metrics,
+                self.settings.nats.clone(),
+                self.settings.ingest.clone(),
+                cancel.clone(),
+            ),
+        )?;
         let server = axum::serve(self.listener, router(state))
             .with_graceful_shutdown(cancel.clone().cancelled_owned());
         let served = server.await.context("HTTP server");
         cancel.cancel();
-        ingest.await.context("ingest task")?;
+        ingest
+            .await
+            .context("the ingest thread ended without finishing")?;
         let ledger = self.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.persist())
             .await?
@@ -120,6 +125,33 @@ impl App {
         tracing::info!("stopped");
         served
     }
+}
+
+/// Runs `task` on a thread of its own, `name`, with a single-threaded runtime of its own; the
+/// receiver gets its output. Ingest runs so: reading and decoding a batch on the HTTP server's
+/// workers held every request queued behind that worker for the batch's length, which was most
+/// of the list queries' tail under ingest; on a thread of its own it shares the cores with the
+/// server through the OS's scheduler, a time slice at a time.
+fn on_own_thread<F>(
+    name: &str,
+    task: F,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<F::Output>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("the ingest runtime")?;
+    let (done, output) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = done.send(runtime.block_on(task));
+        })
+        .with_context(|| format!("starting the {name} thread"))?;
+    Ok(output)
 }
 
 /// The write-behind policy the store settings describe.

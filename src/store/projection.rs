@@ -409,9 +409,16 @@ impl Projection {
     fn commit_locked(&self, pending: &mut Pending, commit: Commit) -> Result<(), StoreError> {
         let before = self.applied_seq();
         if self.maintains_view.load(Ordering::Acquire) {
-            let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+            // The view's write lock is taken per ticket, not per batch: a list query waits for
+            // one ticket's upkeep at most, not a batch's (which, with the thread preempted while
+            // it holds the lock on a busy machine, was the queries' tail under ingest). A query
+            // may so see part of a batch: every ticket it shows is whole, in a state the stream
+            // reached, and no answer ties tickets together beyond that (see docs/design.md).
             for t in &commit.tickets {
-                index.upsert(t);
+                self.index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .upsert(t);
             }
         }
         for t in commit.tickets {
