@@ -128,10 +128,10 @@ impl App {
 }
 
 /// Runs `task` on a thread of its own, `name`, with a single-threaded runtime of its own; the
-/// receiver gets its output. Ingest runs so: reading and decoding a batch on the HTTP server's
-/// workers held every request queued behind that worker for the batch's length, which was most
-/// of the list queries' tail under ingest; on a thread of its own it shares the cores with the
-/// server through the OS's scheduler, a time slice at a time.
+/// receiver gets its output (none if the task panicked). Ingest runs so: reading and decoding a
+/// batch on the HTTP server's workers held the requests queued behind that worker for the
+/// batch's length; on a thread of its own it shares the cores with the server through the OS's
+/// scheduler, a time slice at a time.
 fn on_own_thread<F>(
     name: &str,
     task: F,
@@ -143,7 +143,7 @@ where
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("the ingest runtime")?;
+        .with_context(|| format!("the {name} runtime"))?;
     let (done, output) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name(name.into())

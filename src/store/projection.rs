@@ -410,10 +410,10 @@ impl Projection {
         let before = self.applied_seq();
         if self.maintains_view.load(Ordering::Acquire) {
             // The view's write lock is taken per ticket, not per batch: a list query waits for
-            // one ticket's upkeep at most, not a batch's (which, with the thread preempted while
-            // it holds the lock on a busy machine, was the queries' tail under ingest). A query
-            // may so see part of a batch: every ticket it shows is whole, in a state the stream
-            // reached, and no answer ties tickets together beyond that (see docs/design.md).
+            // one ticket's upkeep at most, not a batch's (on a busy machine the committing thread
+            // is at times preempted while it holds the lock, and every list query waited). A
+            // query may so see part of a batch: every ticket it shows is whole, in a state the
+            // stream reached, and no answer ties tickets together beyond that (docs/design.md).
             for t in &commit.tickets {
                 self.index
                     .write()
