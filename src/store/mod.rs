@@ -2,7 +2,7 @@
 //! generations. May use [`crate::core`] and [`crate::view`]; knows nothing of NATS or HTTP.
 //!
 //! - [`records`]: the sled store itself: ticket records in chunks, dead letters and the stream
-//!   position, one atomic batch per flush.
+//!   position, written one key at a time, a crash in a flush's middle made exact again.
 //! - `plans`: tickets' plans (script, batches, instances), kept apart from the records.
 //! - [`projection`]: the store and the query view kept in step, with a write-behind buffer
 //!   between them; what ingest writes and the API reads.

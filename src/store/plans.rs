@@ -29,16 +29,12 @@ fn part_key(project: &ProjectId, order_id: u64, part: u32) -> Vec<u8> {
     k
 }
 
-/// Adds what `part` of `t`'s plan is now to `batch`; returns the bytes written.
-pub(super) fn write_part(batch: &mut sled::Batch, t: &Ticket, part: PlanPart) -> u64 {
+/// Adds the keys and values of what `part` of `t`'s plan is now to `writes`.
+pub(super) fn write_part(writes: &mut Vec<(Vec<u8>, Vec<u8>)>, t: &Ticket, part: PlanPart) {
     let Some(plan) = t.plan.as_ref() else {
-        return 0;
+        return;
     };
-    let mut bytes = 0u64;
-    let mut put = |key: Vec<u8>, value: Vec<u8>| {
-        bytes += (key.len() + value.len()) as u64;
-        batch.insert(key, value);
-    };
+    let mut put = |key: Vec<u8>, value: Vec<u8>| writes.push((key, value));
     match part {
         PlanPart::Whole => {
             put(
@@ -58,7 +54,6 @@ pub(super) fn write_part(batch: &mut sled::Batch, t: &Ticket, part: PlanPart) ->
             }
         }
     }
-    bytes
 }
 
 /// Reads `t`'s plan back (the ticket record said it has one).

@@ -2,8 +2,8 @@
 //!
 //! Writers (the ingest loop, a rebuild) go through [`Projection::commit`]: the batch's tickets go
 //! into the query view at once and into a write-behind buffer, and the buffer is written to sled
-//! as one atomic batch every [`FlushPolicy`] (so a ticket touched by many batches in between is
-//! written once, and one sled write carries hundreds of thousands of events). The stream
+//! every [`FlushPolicy`] (so a ticket touched by many batches in between is written once, and one
+//! flush carries hundreds of thousands of events). The stream
 //! position written with a flush is the position the flushed tickets reach, never more: after a
 //! crash the daemon resumes there and folds the rest again from the stream, which still holds it.
 //! Readers (the API) take the view's read lock, or the buffer before sled for a single record.

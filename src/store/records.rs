@@ -2,15 +2,20 @@
 //!
 //! One sled tree holds everything, under one-byte key prefixes. A flush — the tickets changed
 //! since the last one, the dead letters produced and the stream position reached — is written
-//! as a run of `apply_batch`es of about [`WRITE_PIECE`] each, not one: sled's `apply_batch`
-//! takes a lock that every read of the store waits for, so one batch of a whole second of
-//! ingest would stall every reader for as long as it takes. The pieces go in this order: the
-//! dead letters with `m:redo_until` (the position the flush reaches), then the tickets' chunks,
-//! each with its tickets' plan parts, then the position. After any crash sled recovers a prefix
-//! of the pieces, so the stored position never runs ahead of the records; records may run ahead
-//! of it, up to `m:redo_until`, and a ticket's record then already holds some events the stream
-//! will deliver again: the fold skips those ([`Store::redo_until`],
-//! [`crate::core::batch::fold_decoded`]). A flush that fits in one piece is one batch.
+//! one key at a time, never as an `apply_batch`: sled 0.34 makes every read in the process take
+//! a lock once any batch or transaction has run, and then a detail page waits for each batch
+//! and for sled's flusher ahead of it. Single keys leave reads lock-free. The keys go in this
+//! order: `m:redo_until` (the position the flush reaches), the dead letters, the chunks of
+//! tickets without a plan part in the flush, then — when any ticket's plan changed — the plan
+//! journal, the chunks of those tickets and their plan parts, and the position last. sled
+//! recovers a prefix of its writes, so after any crash the stored position never runs ahead of
+//! the records; records may run ahead of it, up to `m:redo_until`, and a ticket's record then
+//! already holds some events the stream will deliver again: the fold skips those
+//! ([`Store::redo_until`], [`crate::core::batch::fold_decoded`]). That skip needs a record and
+//! its plan to be of one state, which separate keys do not give: so the journal, one key, holds
+//! the new values of every chunk and plan part of the tickets whose plan changed, written before
+//! any of them, and opening a store cut short after it writes them all again
+//! ([`Store::replay_plan_journal`]).
 //!
 //! | key                                   | value                                |
 //! |---------------------------------------|--------------------------------------|
@@ -19,7 +24,8 @@
 //! | `d` seq (u64 BE)                      | dead letter ([`DeadLetter`])         |
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
-//! | `m:redo_until`                        | the position a flush in pieces reaches, u64 BE |
+//! | `m:redo_until`                        | the position the last flush reaches, u64 BE |
+//! | `m:plan_journal`                      | the new chunks and plan parts of a flush's tickets whose plan changed ([`journal`]) |
 //!
 //! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
 //! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
@@ -37,8 +43,7 @@ const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
 const REDO_UNTIL: &[u8] = b"m:redo_until";
-/// About how many bytes one `apply_batch` of a flush carries (see the module's documentation).
-pub const WRITE_PIECE: usize = 256 * 1024;
+const PLAN_JOURNAL: &[u8] = b"m:plan_journal";
 /// How long opening the store waits for its lock to be released, unless configured
 /// (`store.lock_wait_ms`).
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -145,26 +150,61 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     }
 }
 
-/// A flush's sled batch being filled, and the bytes written so far.
-#[derive(Default)]
-struct Pieces {
-    batch: sled::Batch,
-    /// Bytes of keys and values put, in all.
+/// The keys a flush writes, one at a time, and the bytes written so far.
+struct Writes<'a> {
+    db: &'a sled::Db,
+    /// Bytes of keys and values written, in all.
     bytes: u64,
-    /// `bytes` when the last batch was applied.
-    applied: u64,
 }
 
-impl Pieces {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+impl Writes<'_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.bytes += (key.len() + value.len()) as u64;
-        self.batch.insert(key, value);
+        self.db.insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// The plan journal's value: the flush's position, then each key and value, length-prefixed:
+/// `[seq u64 BE]([key len u32 BE][key][value len u32 BE][value])*`.
+mod journal {
+    pub(super) fn encode(seq: u64, entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let len = entries
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(8 + len);
+        out.extend_from_slice(&seq.to_be_bytes());
+        for (k, v) in entries {
+            for part in [k, v] {
+                out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out
     }
 
-    fn apply(&mut self, db: &sled::Db) -> Result<(), StoreError> {
-        db.apply_batch(std::mem::take(&mut self.batch))?;
-        self.applied = self.bytes;
-        Ok(())
+    /// A journal read back: the position and the keys and values.
+    pub(super) type Entries<'v> = (u64, Vec<(&'v [u8], &'v [u8])>);
+
+    /// The position and the entries, or why the value is not a journal.
+    pub(super) fn decode(mut v: &[u8]) -> Result<Entries<'_>, &'static str> {
+        fn take<'v>(v: &mut &'v [u8], n: usize) -> Result<&'v [u8], &'static str> {
+            let (head, rest) = v.split_at_checked(n).ok_or("short plan journal")?;
+            *v = rest;
+            Ok(head)
+        }
+        fn part<'v>(v: &mut &'v [u8]) -> Result<&'v [u8], &'static str> {
+            let n = u32::from_be_bytes(take(v, 4)?.try_into().expect("4 bytes"));
+            take(v, n as usize)
+        }
+        let seq = u64::from_be_bytes(take(&mut v, 8)?.try_into().expect("8 bytes"));
+        let mut entries = Vec::new();
+        while !v.is_empty() {
+            let key = part(&mut v)?;
+            entries.push((key, part(&mut v)?));
+        }
+        Ok((seq, entries))
     }
 }
 
@@ -279,6 +319,7 @@ impl Store {
                 }
             }
         }
+        store.replay_plan_journal()?;
         Ok(store)
     }
 
@@ -317,6 +358,30 @@ impl Store {
                 "it holds the store through sequence {applied}, but it had been written to disk \
                  through sequence {sealed}: the end of its log is missing"
             ));
+        }
+        Ok(())
+    }
+
+    /// Writes again the chunks and plan parts of the plan journal, if the flush it belongs to was
+    /// cut short after it: then every ticket whose plan that flush changed has its record and its
+    /// plan of that flush's state, as the skip of events already held needs (see the module's
+    /// documentation). A journal of an earlier, completed flush is left alone.
+    fn replay_plan_journal(&self) -> Result<(), StoreError> {
+        let redo = self.redo_until()?;
+        let Some(v) = self.db.get(PLAN_JOURNAL)? else {
+            return Ok(());
+        };
+        let (seq, entries) = journal::decode(&v).map_err(|e| corrupt(PLAN_JOURNAL, e))?;
+        if redo == 0 || seq != redo {
+            return Ok(());
+        }
+        tracing::info!(
+            redo_until = redo,
+            keys = entries.len(),
+            "the last write was cut short after its plan journal: writing its plans again"
+        );
+        for (k, v) in entries {
+            self.db.insert(k, v)?;
         }
         Ok(())
     }
@@ -424,9 +489,10 @@ impl Store {
             .transpose()
     }
 
-    /// Writes tickets, dead letters (new or updated) and the position they reach, in pieces
-    /// (see the module's documentation): after a crash the position is either the new one, with
-    /// everything, or the old one, with the records of some tickets ahead of it.
+    /// Writes tickets, dead letters (new or updated) and the position they reach, one key at a
+    /// time (see the module's documentation): after a crash the position is either the new one,
+    /// with everything, or the old one, with the records of some tickets ahead of it. Returns
+    /// the bytes of keys and values written.
     pub fn write<'a>(
         &self,
         tickets: impl IntoIterator<Item = &'a Ticket>,
@@ -434,10 +500,20 @@ impl Store {
         dead_letters: impl IntoIterator<Item = &'a DeadLetter>,
         applied_seq: u64,
     ) -> Result<u64, StoreError> {
-        let mut out = Pieces::default();
+        let mut out = Writes {
+            db: &self.db,
+            bytes: 0,
+        };
+        // From here records may run ahead of the stored position. Never lowered: after a flush
+        // cut short, the first flushes of the next run reach less far than that one did, and
+        // its records stay ahead of them until the position passes it.
+        let redo = match self.db.get(REDO_UNTIL)? {
+            Some(v) => u64_value(REDO_UNTIL, &v)?.max(applied_seq),
+            None => applied_seq,
+        };
+        out.put(REDO_UNTIL, &redo.to_be_bytes())?;
         for d in dead_letters {
-            let value = encode_dead_letter(d);
-            out.put(dead_key(d.seq), value);
+            out.put(&dead_key(d.seq), &encode_dead_letter(d))?;
         }
         // In key order, so that each chunk's tickets come together and ascending, and each
         // ticket's plan parts are met beside its chunk.
@@ -448,33 +524,40 @@ impl Store {
             (&a.0.project, a.0.order_id).cmp(&(&b.0.project, b.0.order_id))
         });
         let mut parts = parts.into_iter().peekable();
-        let mut first = true;
+        // The chunks with a plan part, and the parts: journaled, then written.
+        let mut journaled: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for chunk in tickets.chunk_by(|a, b| {
             a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
         }) {
             let key = chunk_key(&chunk[0].project, chunk[0].order_id);
             let value = self.merged_chunk(&key, chunk)?;
-            out.put(key, value);
             let last = chunk[chunk.len() - 1];
+            let before = journaled.len();
             while let Some((t, part)) =
                 parts.next_if(|(t, _)| (&t.project, t.order_id) <= (&last.project, last.order_id))
             {
-                out.bytes += super::plans::write_part(&mut out.batch, t, part);
+                super::plans::write_part(&mut journaled, t, part);
             }
-            if out.bytes - out.applied >= WRITE_PIECE as u64 {
-                if first {
-                    // The first piece of several: records may now run ahead of the position.
-                    out.batch.insert(REDO_UNTIL, &applied_seq.to_be_bytes());
-                    first = false;
-                }
-                out.apply(&self.db)?;
+            if journaled.len() > before {
+                journaled.push((key, value));
+            } else {
+                out.put(&key, &value)?;
             }
         }
         for (t, part) in parts {
-            out.bytes += super::plans::write_part(&mut out.batch, t, part);
+            super::plans::write_part(&mut journaled, t, part);
         }
-        out.batch.insert(APPLIED_SEQ, &applied_seq.to_be_bytes());
-        out.apply(&self.db)?;
+        if !journaled.is_empty() {
+            out.put(PLAN_JOURNAL, &journal::encode(applied_seq, &journaled))?;
+            for (k, v) in &journaled {
+                out.put(k, v)?;
+            }
+        }
+        out.put(APPLIED_SEQ, &applied_seq.to_be_bytes())?;
+        // Written out now rather than by sled's flusher within 200 ms: a batch did that at the
+        // start of the next one (sled rolls its buffer before each batch), so a crash cost at
+        // most the flush being written, and it still does. No lock is taken for it.
+        self.db.flush()?;
         Ok(out.bytes)
     }
 
@@ -620,13 +703,11 @@ mod tests {
         assert_eq!(second.applied_seq().unwrap(), 1);
     }
 
-    /// A store whose sled position is below the one its last flush sealed has lost the end of
-    /// its log: refused, naming sled's file.
-    /// A flush larger than a piece is written in several batches, records first and the
-    /// position last, with `m:redo_until` set by the first: once it is all written, nothing is
-    /// ahead of the position and every record reads back.
+    /// Every flush marks the position it reaches before anything else and the position last:
+    /// once it is all written nothing is ahead of the position and every record reads back; cut
+    /// short, the mark says how far records may be ahead.
     #[test]
-    fn a_large_flush_is_written_in_pieces_and_reads_back_whole() {
+    fn a_flush_marks_where_it_reaches_and_reads_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let tickets: Vec<Ticket> = (1..=8_000)
@@ -635,16 +716,8 @@ mod tests {
                 ..ticket("a", i)
             })
             .collect();
-        let bytes = store.write(&tickets, [], [], 42).unwrap();
-        assert!(
-            bytes > 2 * WRITE_PIECE as u64,
-            "{bytes} bytes: more than one piece"
-        );
-        let redo = store
-            .db
-            .get(REDO_UNTIL)
-            .unwrap()
-            .expect("written in pieces");
+        store.write(&tickets, [], [], 42).unwrap();
+        let redo = store.db.get(REDO_UNTIL).unwrap().expect("marked");
         assert_eq!(u64_value(REDO_UNTIL, &redo).unwrap(), 42);
         assert_eq!(
             (store.applied_seq().unwrap(), store.redo_until().unwrap()),
@@ -656,15 +729,144 @@ mod tests {
                 Some(t)
             );
         }
-        // As a crash after the first pieces leaves it: records ahead of the position.
+        // As a crash before the position leaves it: records ahead of the position.
         store.db.insert(APPLIED_SEQ, &40u64.to_be_bytes()).unwrap();
         assert_eq!(store.redo_until().unwrap(), 42);
-        // A small flush is one batch and sets no mark.
-        let small = Store::open(tempfile::tempdir().unwrap().path()).unwrap();
-        small.write(&tickets[..3], [], [], 5).unwrap();
-        assert_eq!(small.db.get(REDO_UNTIL).unwrap(), None);
+        // The next run's first flush reaches less far, and is cut short too: the mark stays
+        // where the records ahead reach (a crash test found it lowered, and events folded
+        // twice).
+        store.write(&tickets[..1], [], [], 41).unwrap();
+        store.db.insert(APPLIED_SEQ, &40u64.to_be_bytes()).unwrap();
+        assert_eq!(store.redo_until().unwrap(), 42);
+        // No plan changed: no journal.
+        assert_eq!(store.db.get(PLAN_JOURNAL).unwrap(), None);
     }
 
+    /// A ticket with a plan of two batches, folded from its `created` event at sequence 1.
+    fn planned(order_id: u64) -> Ticket {
+        let data = serde_json::json!({
+            "project_id": "p", "order_id": order_id, "execute_uuid": "SCT5",
+            "order_name": "patch", "creator": "alice", "region_ids": "cn-north-4",
+            "script_uuid": "SC1", "script_name": "install", "script_version_uuid": 7,
+            "script_version_name": "v7",
+            "execute_param": {"resourceful": true, "timeout": 300, "success_rate": 99.5,
+                "execute_user": "root", "script_params": []},
+            "execute_batches": [
+                {"batch_index": 1, "rotation_strategy": "CONTINUE", "target_instances": [
+                    {"instance_id": 10, "resource_id": "r10"}]},
+                {"batch_index": 2, "rotation_strategy": "PAUSE", "target_instances": [
+                    {"instance_id": 30, "resource_id": "r30"}]}]
+        });
+        let e = event("created", "c", data);
+        let t = crate::core::fold::apply(None, &e, 1).ticket.unwrap();
+        assert!(t.plan.is_some());
+        t
+    }
+
+    fn event(kind: &str, id: &str, data: serde_json::Value) -> crate::core::events::Event {
+        let v = serde_json::json!({
+            "specversion": "1.0", "id": id, "source": "exec",
+            "type": format!("coc.job.script.{kind}"), "time": "2026-01-01T00:00:00Z", "data": data,
+        });
+        let subject = format!("coc.job.script.p.{kind}");
+        let bytes = serde_json::to_vec(&v).unwrap();
+        crate::core::events::decode(&subject, &bytes, "coc.job.script", 1 << 20).unwrap()
+    }
+
+    /// A flush that changed a plan and was cut short after its plan journal (some of the
+    /// ticket's keys of the old state, some of the new) is completed when the store is opened:
+    /// the record and its plan are of one state again, the new one. A journal whose flush
+    /// completed is not written again over what came after it, even when a later flush is cut
+    /// short.
+    #[test]
+    fn a_flush_cut_short_after_its_plan_journal_is_completed_at_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProjectId::parse("p").unwrap();
+        let first = planned(5);
+        let mut second = Some(first.clone());
+        let started = event(
+            "instance_started",
+            "s",
+            serde_json::json!({"project_id": "p", "order_id": 5, "batch_index": 1,
+                               "instance_id": 10}),
+        );
+        crate::core::fold::apply_in_place(&mut second, started, 2);
+        // And the ticket's own state moved in the same flush, so its record changed too.
+        let second = Ticket {
+            status: Status::Processing,
+            ..second.unwrap()
+        };
+        let chunk = chunk_key(&p, 5);
+        let batch_1 = {
+            let mut k = keyed(super::super::plans::PLAN, &p, 5);
+            k.extend_from_slice(&1u32.to_be_bytes());
+            k
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .write(
+                    [&first, &ticket("a", 1)],
+                    [(&first, PlanPart::Whole)],
+                    [],
+                    1,
+                )
+                .unwrap();
+            let old = |k: &[u8]| store.db.get(k).unwrap().unwrap();
+            let (old_chunk, old_batch) = (old(&chunk), old(&batch_1));
+            store
+                .write(
+                    [&second, &ticket("a", 2)],
+                    [(&second, PlanPart::Batch(1))],
+                    [],
+                    2,
+                )
+                .unwrap();
+            // Cut short after the journal: the record's new state lost, the batch's kept.
+            assert_ne!(store.db.get(&chunk).unwrap().unwrap(), old_chunk);
+            store.db.insert(&chunk, old_chunk).unwrap();
+            store.db.insert(APPLIED_SEQ, &1u64.to_be_bytes()).unwrap();
+            assert_ne!(store.db.get(&batch_1).unwrap().unwrap(), old_batch);
+            store.flush().unwrap();
+        }
+        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.ticket(&p, 5).unwrap().as_ref(), Some(&second));
+        assert_eq!(
+            (store.applied_seq().unwrap(), store.redo_until().unwrap()),
+            (1, 2)
+        );
+        // The flush completes; a later one, with no plan part, changes the ticket again and is
+        // cut short: the earlier journal is not its own, so it is left alone.
+        store.write([&second], [], [], 2).unwrap();
+        let third = Ticket {
+            status: Status::Finished,
+            ..second.clone()
+        };
+        store.write([&third], [], [], 3).unwrap();
+        store.db.insert(APPLIED_SEQ, &2u64.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.redo_until().unwrap(), 3);
+        assert_eq!(store.ticket(&p, 5).unwrap(), Some(third));
+    }
+
+    /// A journal that is not one (cut, or damaged) is refused at opening, naming its key.
+    #[test]
+    fn a_damaged_plan_journal_is_refused() {
+        assert!(journal::decode(&[0; 7]).is_err());
+        let good = journal::encode(9, &[(b"k".to_vec(), b"value".to_vec())]);
+        assert_eq!(
+            journal::decode(&good).unwrap(),
+            (9, vec![(&b"k"[..], &b"value"[..])])
+        );
+        assert!(journal::decode(&good[..good.len() - 1]).is_err());
+    }
+
+    /// A store whose sled position is below the one its last flush sealed has lost the end of
+    /// its log: refused, naming sled's file.
     #[test]
     fn a_store_behind_its_seal_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,8 @@ use super::{Store, StoreError};
 use crate::core::batch::{DeadLetter, PlanPart, TicketKey};
 use crate::core::fold::Ticket;
 
-/// A write handed to the background writer: everything one flush writes, atomically.
+/// A write handed to the background writer: everything one flush writes (see
+/// [`Store::write`] for what a crash in its middle leaves).
 pub(super) struct Snapshot {
     pub(super) tickets: FxHashMap<TicketKey, Ticket>,
     /// The parts of the tickets' plans changed since the last snapshot.
@@ -61,7 +62,7 @@ impl Writer {
 /// What the writes cost so far: how many, how long, how many bytes (keys and values).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct WriteStats {
-    /// Writes (atomic sled batches) done.
+    /// Flushes written.
     pub writes: u64,
     /// Seconds spent in them.
     pub seconds: f64,
@@ -288,8 +289,8 @@ fn wait_for_space(
     }
 }
 
-/// Writes one snapshot: its tickets, dead letters and position in one atomic sled batch, and
-/// counts what it cost.
+/// Writes one snapshot: its tickets, dead letters and position ([`Store::write`]), and counts
+/// what it cost.
 fn write_snapshot(store: &Store, snap: &Snapshot, shared: &Shared) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let parts = snap
