@@ -13,8 +13,8 @@
 //! already holds some events the stream will deliver again: the fold skips those
 //! ([`Store::redo_until`], [`crate::core::batch::fold_decoded`]). That skip needs a record and
 //! its plan to be of one state, which separate keys do not give: so the journal, one key, holds
-//! the new values of every chunk and plan part of the tickets whose plan changed, written before
-//! any of them, and opening a store cut short after it writes them all again
+//! the new records and plan parts of the tickets whose plan changed, written before any of them,
+//! and opening a store cut short after it writes them all again
 //! ([`Store::replay_plan_journal`]).
 //!
 //! | key                                   | value                                |
@@ -25,7 +25,7 @@
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
 //! | `m:redo_until`                        | the position the last flush reaches, u64 BE |
-//! | `m:plan_journal`                      | the new chunks and plan parts of a flush's tickets whose plan changed ([`journal`]) |
+//! | `m:plan_journal`                      | the new records and plan parts of a flush's tickets whose plan changed ([`journal`]) |
 //!
 //! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
 //! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
@@ -165,27 +165,57 @@ impl Writes<'_> {
     }
 }
 
-/// The plan journal's value: the flush's position, then each key and value, length-prefixed:
-/// `[seq u64 BE]([key len u32 BE][key][value len u32 BE][value])*`.
+/// The plan journal's value: the flush's position, then its entries, each a tag, a key and a
+/// value, length-prefixed: `[seq u64 BE]([tag u8][key len u32 BE][key][value len u32 BE][value])*`.
+/// A [`journal::PART`] is a key and value to write as they are (a plan part); a
+/// [`journal::RECORD`] is a ticket's record (`[order_id u64 BE][record]`) to merge into the chunk
+/// its key names. Only the tickets whose plan changed are journaled, not their chunks: a chunk
+/// holds 128 neighbours, which the redo rule covers on their own.
 mod journal {
-    pub(super) fn encode(seq: u64, entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-        let len = entries
-            .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(8 + len);
-        out.extend_from_slice(&seq.to_be_bytes());
-        for (k, v) in entries {
-            for part in [k, v] {
-                out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                out.extend_from_slice(part);
+    pub(super) const PART: u8 = 0;
+    pub(super) const RECORD: u8 = 1;
+
+    /// A journal being written.
+    pub(super) struct Builder(pub(super) Vec<u8>);
+
+    impl Builder {
+        pub(super) fn new(seq: u64) -> Self {
+            Builder(seq.to_be_bytes().to_vec())
+        }
+
+        pub(super) fn is_empty(&self) -> bool {
+            self.0.len() == 8
+        }
+
+        /// Adds what `part` of `t`'s plan is now to `writes` (see [`super::super::plans`]),
+        /// and to the journal.
+        pub(super) fn part(
+            &mut self,
+            writes: &mut Vec<(Vec<u8>, Vec<u8>)>,
+            t: &super::Ticket,
+            part: super::PlanPart,
+        ) {
+            let first = writes.len();
+            super::super::plans::write_part(writes, t, part);
+            for (k, v) in &writes[first..] {
+                self.push(PART, k, &[v]);
             }
         }
-        out
+
+        pub(super) fn push(&mut self, tag: u8, key: &[u8], value: &[&[u8]]) {
+            self.0.push(tag);
+            self.0.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            self.0.extend_from_slice(key);
+            let len: usize = value.iter().map(|v| v.len()).sum();
+            self.0.extend_from_slice(&(len as u32).to_be_bytes());
+            for v in value {
+                self.0.extend_from_slice(v);
+            }
+        }
     }
 
-    /// A journal read back: the position and the keys and values.
-    pub(super) type Entries<'v> = (u64, Vec<(&'v [u8], &'v [u8])>);
+    /// A journal read back: the position and the tagged keys and values.
+    pub(super) type Entries<'v> = (u64, Vec<(u8, &'v [u8], &'v [u8])>);
 
     /// The position and the entries, or why the value is not a journal.
     pub(super) fn decode(mut v: &[u8]) -> Result<Entries<'_>, &'static str> {
@@ -201,8 +231,16 @@ mod journal {
         let seq = u64::from_be_bytes(take(&mut v, 8)?.try_into().expect("8 bytes"));
         let mut entries = Vec::new();
         while !v.is_empty() {
+            let tag = take(&mut v, 1)?[0];
+            if tag != PART && tag != RECORD {
+                return Err("unknown plan journal entry");
+            }
             let key = part(&mut v)?;
-            entries.push((key, part(&mut v)?));
+            let value = part(&mut v)?;
+            if tag == RECORD && value.len() < 8 {
+                return Err("short plan journal record");
+            }
+            entries.push((tag, key, value));
         }
         Ok((seq, entries))
     }
@@ -362,26 +400,47 @@ impl Store {
         Ok(())
     }
 
-    /// Writes again the chunks and plan parts of the plan journal, if the flush it belongs to was
-    /// cut short after it: then every ticket whose plan that flush changed has its record and its
-    /// plan of that flush's state, as the skip of events already held needs (see the module's
-    /// documentation). A journal of an earlier, completed flush is left alone.
+    /// Writes again the records and plan parts of the plan journal, if the flush it belongs to was
+    /// cut short after it (its position is beyond the stored one): then every ticket whose plan
+    /// that flush changed has its record and its plan of that flush's state, as the skip of
+    /// events already held needs (see the module's documentation). A journal of an earlier,
+    /// completed flush is left alone.
     fn replay_plan_journal(&self) -> Result<(), StoreError> {
-        let redo = self.redo_until()?;
         let Some(v) = self.db.get(PLAN_JOURNAL)? else {
             return Ok(());
         };
         let (seq, entries) = journal::decode(&v).map_err(|e| corrupt(PLAN_JOURNAL, e))?;
-        if redo == 0 || seq != redo {
+        // The journal names the position its flush reaches: a flush that completed stored that
+        // position, and its tickets may have moved on since, so its journal must not be
+        // written again; one beyond the stored position was cut short, and nothing came after.
+        let applied = self.applied_seq()?;
+        if seq <= applied {
             return Ok(());
         }
         tracing::info!(
-            redo_until = redo,
+            applied_seq = applied,
+            journal_seq = seq,
             keys = entries.len(),
             "the last write was cut short after its plan journal: writing its plans again"
         );
-        for (k, v) in entries {
-            self.db.insert(k, v)?;
+        for group in entries.chunk_by(|a, b| a.0 == journal::RECORD && b.0 == a.0 && a.1 == b.1) {
+            let (tag, key, _) = group[0];
+            if tag == journal::PART {
+                self.db.insert(key, group[0].2)?;
+                continue;
+            }
+            let records: Vec<(u64, &[u8])> = group
+                .iter()
+                .map(|(_, _, v)| {
+                    let (order, record) = v.split_at(8);
+                    (
+                        u64::from_be_bytes(order.try_into().expect("8 bytes")),
+                        record,
+                    )
+                })
+                .collect();
+            let merged = self.merge_into_chunk(key, &records)?;
+            self.db.insert(key, merged)?;
         }
         Ok(())
     }
@@ -524,32 +583,41 @@ impl Store {
             (&a.0.project, a.0.order_id).cmp(&(&b.0.project, b.0.order_id))
         });
         let mut parts = parts.into_iter().peekable();
-        // The chunks with a plan part, and the parts: journaled, then written.
-        let mut journaled: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // The chunks of tickets whose plan changed, and the parts: journaled, then written.
+        let mut journal = journal::Builder::new(applied_seq);
+        let mut after_journal: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for chunk in tickets.chunk_by(|a, b| {
             a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
         }) {
             let key = chunk_key(&chunk[0].project, chunk[0].order_id);
             let value = self.merged_chunk(&key, chunk)?;
             let last = chunk[chunk.len() - 1];
-            let before = journaled.len();
+            let mut planned: Vec<&Ticket> = Vec::new();
             while let Some((t, part)) =
                 parts.next_if(|(t, _)| (&t.project, t.order_id) <= (&last.project, last.order_id))
             {
-                super::plans::write_part(&mut journaled, t, part);
+                journal.part(&mut after_journal, t, part);
+                if planned.last().is_none_or(|p| p.order_id != t.order_id) {
+                    planned.push(t);
+                }
             }
-            if journaled.len() > before {
-                journaled.push((key, value));
-            } else {
+            if planned.is_empty() {
                 out.put(&key, &value)?;
+                continue;
             }
+            for t in planned {
+                let record = crate::core::record::encode(t);
+                journal.push(journal::RECORD, &key, &[&t.order_id.to_be_bytes(), &record]);
+            }
+            after_journal.push((key, value));
         }
         for (t, part) in parts {
-            super::plans::write_part(&mut journaled, t, part);
+            journal.part(&mut after_journal, t, part);
         }
-        if !journaled.is_empty() {
-            out.put(PLAN_JOURNAL, &journal::encode(applied_seq, &journaled))?;
-            for (k, v) in &journaled {
+        if !journal.is_empty() {
+            out.put(PLAN_JOURNAL, &journal.0)?;
+            drop(journal);
+            for (k, v) in &after_journal {
                 out.put(k, v)?;
             }
         }
@@ -566,19 +634,32 @@ impl Store {
     /// ticket.
     fn merged_chunk(&self, key: &[u8], chunk: &[&Ticket]) -> Result<Vec<u8>, StoreError> {
         let mut records = Vec::new();
-        let mut new: Vec<(u64, std::ops::Range<usize>)> = Vec::with_capacity(chunk.len());
+        let mut ends = Vec::with_capacity(chunk.len());
         for t in chunk {
-            let start = records.len();
             crate::core::record::encode_into(t, &mut records);
-            new.push((t.order_id, start..records.len()));
+            ends.push(records.len());
         }
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let new: Vec<(u64, &[u8])> = chunk
+            .iter()
+            .zip(starts.zip(&ends))
+            .map(|(t, (start, &end))| (t.order_id, &records[start..end]))
+            .collect();
+        self.merge_into_chunk(key, &new)
+    }
+
+    /// The chunk `key` as stored, with the records `new` (ascending by `order_id`) in it.
+    fn merge_into_chunk(&self, key: &[u8], new: &[(u64, &[u8])]) -> Result<Vec<u8>, StoreError> {
         let old = self.db.get(key)?;
         let old = match &old {
             Some(v) => chunk_entries(key, v)?,
             None => Vec::new(),
         };
         let mut out = Vec::with_capacity(
-            old.iter().map(|(_, r)| 12 + r.len()).sum::<usize>() + records.len() + 12 * new.len(),
+            old.iter()
+                .chain(new)
+                .map(|(_, r)| 12 + r.len())
+                .sum::<usize>(),
         );
         let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
         loop {
@@ -594,11 +675,9 @@ impl Store {
                 }
             };
             let (order, record) = if take_new {
-                let (order, range) = n.next().expect("peeked");
-                (*order, &records[range.clone()])
+                n.next().expect("peeked")
             } else {
-                let (order, record) = o.next().expect("peeked");
-                (*order, *record)
+                o.next().expect("peeked")
             };
             out.extend_from_slice(&order.to_be_bytes());
             out.extend_from_slice(&(record.len() as u32).to_be_bytes());
@@ -850,19 +929,52 @@ mod tests {
         std::fs::remove_file(dir.path().join(SEAL)).unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.redo_until().unwrap(), 3);
-        assert_eq!(store.ticket(&p, 5).unwrap(), Some(third));
+        assert_eq!(store.ticket(&p, 5).unwrap(), Some(third.clone()));
+        // Records of a flush cut short earlier reach 10; a plan's flush to 4 is cut short after
+        // its journal: the mark stays at 10, and the journal is still written again.
+        store.write([&third], [], [], 3).unwrap();
+        store.db.insert(REDO_UNTIL, &10u64.to_be_bytes()).unwrap();
+        let before = store.db.get(&chunk).unwrap().unwrap();
+        let fourth = Ticket {
+            order_name: "patched".into(),
+            ..third.clone()
+        };
+        store
+            .write([&fourth], [(&fourth, PlanPart::Whole)], [], 4)
+            .unwrap();
+        store.db.insert(&chunk, before).unwrap();
+        store.db.insert(APPLIED_SEQ, &3u64.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.redo_until().unwrap(), 10);
+        assert_eq!(store.ticket(&p, 5).unwrap(), Some(fourth));
     }
 
     /// A journal that is not one (cut, or damaged) is refused at opening, naming its key.
     #[test]
     fn a_damaged_plan_journal_is_refused() {
         assert!(journal::decode(&[0; 7]).is_err());
-        let good = journal::encode(9, &[(b"k".to_vec(), b"value".to_vec())]);
+        let mut j = journal::Builder::new(9);
+        j.push(journal::PART, b"k", &[b"val", b"ue"]);
+        j.push(journal::RECORD, b"c", &[&5u64.to_be_bytes(), b"r"]);
+        let good = j.0;
+        let record = [&5u64.to_be_bytes()[..], b"r"].concat();
         assert_eq!(
             journal::decode(&good).unwrap(),
-            (9, vec![(&b"k"[..], &b"value"[..])])
+            (
+                9,
+                vec![
+                    (journal::PART, &b"k"[..], &b"value"[..]),
+                    (journal::RECORD, &b"c"[..], &record[..])
+                ]
+            )
         );
         assert!(journal::decode(&good[..good.len() - 1]).is_err());
+        let mut unknown = good.clone();
+        unknown[8] = 7;
+        assert!(journal::decode(&unknown).is_err());
     }
 
     /// A store whose sled position is below the one its last flush sealed has lost the end of
