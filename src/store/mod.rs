@@ -53,16 +53,17 @@ pub enum StoreError {
         /// What is wrong with it, and what to do.
         problem: String,
     },
-    /// sled's own file failed its checks (truncated, bytes changed) when the store was opened:
-    /// the daemon refuses to start over it, and deletes nothing.
+    /// sled's own file (or the plan journal beside it) failed its checks (truncated, bytes
+    /// changed) when the store was opened: the daemon refuses to start over it, and deletes
+    /// nothing.
     #[error(
         "{} is damaged ({detail}); the daemon will not start over it. Fold the stream into a new generation with `ticket-ledger rebuild-store` (the damaged generation is kept beside it), or restore the store from a backup",
         file.display()
     )]
     Damaged {
-        /// sled's file.
+        /// The damaged file.
         file: std::path::PathBuf,
-        /// What sled said.
+        /// What was found.
         detail: String,
     },
     /// The store's filesystem is nearly full, so what was folded last is not written yet.

@@ -12,9 +12,9 @@
 //! the records; records may run ahead of it, up to `m:redo_until`, and a ticket's record then
 //! already holds some events the stream will deliver again: the fold skips those
 //! ([`Store::redo_until`], [`crate::core::batch::fold_decoded`]). That skip needs a record and
-//! its plan to be of one state, which separate keys do not give: so the journal, one key, holds
-//! the new records and plan parts of the tickets whose plan changed, written before any of them,
-//! and opening a store cut short after it writes them all again
+//! its plan to be of one state, which separate keys do not give: so the journal, a file beside
+//! sled's, holds the new records and plan parts of the tickets whose plan changed, on disk
+//! before any of them is written, and opening a store cut short after it writes them all again
 //! ([`Store::replay_plan_journal`]).
 //!
 //! | key                                   | value                                |
@@ -25,7 +25,6 @@
 //! | `m:applied_seq`                       | last applied stream sequence, u64 BE |
 //! | `m:format`                            | store format version, u64 BE         |
 //! | `m:redo_until`                        | the position the last flush reaches, u64 BE |
-//! | `m:plan_journal`                      | the new records and plan parts of a flush's tickets whose plan changed ([`journal`]) |
 //!
 //! Only records are stored; every secondary index lives in memory and is rebuilt at start-up
 //! from the records (see [`crate::view`]), because sled writes, not reads, are the bottleneck.
@@ -43,7 +42,6 @@ const DEAD: u8 = b'd';
 const APPLIED_SEQ: &[u8] = b"m:applied_seq";
 const FORMAT: &[u8] = b"m:format";
 const REDO_UNTIL: &[u8] = b"m:redo_until";
-const PLAN_JOURNAL: &[u8] = b"m:plan_journal";
 /// How long opening the store waits for its lock to be released, unless configured
 /// (`store.lock_wait_ms`).
 pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -104,6 +102,10 @@ pub struct Store {
 /// by rename, and never synced itself: a seal lost to a power cut is only an older one, never
 /// one ahead of sled.
 const SEAL: &str = "durable-seq";
+
+/// The plan journal's file beside sled's own ([`journal`]): kept out of sled, whose cache would
+/// hold a value of a whole flush's plans.
+const JOURNAL: &str = "plan-journal";
 
 /// sled's file in `dir`, damaged as `detail` says.
 fn damaged_file(dir: &Path, detail: String) -> StoreError {
@@ -406,10 +408,17 @@ impl Store {
     /// events already held needs (see the module's documentation). A journal of an earlier,
     /// completed flush is left alone.
     fn replay_plan_journal(&self) -> Result<(), StoreError> {
-        let Some(v) = self.db.get(PLAN_JOURNAL)? else {
-            return Ok(());
+        let path = self.dir.join(JOURNAL);
+        let v = match std::fs::read(&path) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Io(e)),
         };
-        let (seq, entries) = journal::decode(&v).map_err(|e| corrupt(PLAN_JOURNAL, e))?;
+        let damaged = |detail: &str| StoreError::Damaged {
+            file: path.clone(),
+            detail: detail.to_owned(),
+        };
+        let (seq, entries) = journal::decode(&v).map_err(damaged)?;
         // The journal names the position its flush reaches: a flush that completed stored that
         // position, and its tickets may have moved on since, so its journal must not be
         // written again; one beyond the stored position was cut short, and nothing came after.
@@ -615,7 +624,8 @@ impl Store {
             journal.part(&mut after_journal, t, part);
         }
         if !journal.is_empty() {
-            out.put(PLAN_JOURNAL, &journal.0)?;
+            self.write_journal(&journal.0)?;
+            out.bytes += journal.0.len() as u64;
             drop(journal);
             for (k, v) in &after_journal {
                 out.put(k, v)?;
@@ -627,6 +637,19 @@ impl Store {
         // most the flush being written, and it still does. No lock is taken for it.
         self.db.flush()?;
         Ok(out.bytes)
+    }
+
+    /// Puts the plan journal beside sled's files, whole and on disk before any key it covers
+    /// is written: a file written aside, synced, renamed over the last one, and the directory
+    /// synced, so that the journal found later is either the last one whole or an older one.
+    fn write_journal(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
+        std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(JOURNAL)))
+            .and_then(|()| std::fs::File::open(&*self.dir)?.sync_all())
+            .map_err(StoreError::Io)
     }
 
     /// A chunk's value with `chunk`'s records in it: read-modify-write, safe because one writer
@@ -818,7 +841,7 @@ mod tests {
         store.db.insert(APPLIED_SEQ, &40u64.to_be_bytes()).unwrap();
         assert_eq!(store.redo_until().unwrap(), 42);
         // No plan changed: no journal.
-        assert_eq!(store.db.get(PLAN_JOURNAL).unwrap(), None);
+        assert!(!dir.path().join(JOURNAL).exists());
     }
 
     /// A ticket with a plan of two batches, folded from its `created` event at sequence 1.
@@ -975,6 +998,13 @@ mod tests {
         let mut unknown = good.clone();
         unknown[8] = 7;
         assert!(journal::decode(&unknown).is_err());
+        // At opening, beside a store: refused, naming the file.
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join(JOURNAL), &good[..good.len() - 1]).unwrap();
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains(JOURNAL), "{err}");
     }
 
     /// A store whose sled position is below the one its last flush sealed has lost the end of
