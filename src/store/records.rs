@@ -904,7 +904,7 @@ mod tests {
             k.extend_from_slice(&1u32.to_be_bytes());
             k
         };
-        {
+        let store = {
             let store = Store::open(dir.path()).unwrap();
             store
                 .write(
@@ -927,12 +927,10 @@ mod tests {
             // Cut short after the journal: the record's new state lost, the batch's kept.
             assert_ne!(store.db.get(&chunk).unwrap().unwrap(), old_chunk);
             store.db.insert(&chunk, old_chunk).unwrap();
-            store.db.insert(APPLIED_SEQ, &1u64.to_be_bytes()).unwrap();
             assert_ne!(store.db.get(&batch_1).unwrap().unwrap(), old_batch);
-            store.flush().unwrap();
-        }
-        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+            store
+        };
+        let store = cut_and_reopen(store, dir.path(), 1);
         assert_eq!(store.ticket(&p, 5).unwrap().as_ref(), Some(&second));
         assert_eq!(
             (store.applied_seq().unwrap(), store.redo_until().unwrap()),
@@ -946,11 +944,7 @@ mod tests {
             ..second.clone()
         };
         store.write([&third], [], [], 3).unwrap();
-        store.db.insert(APPLIED_SEQ, &2u64.to_be_bytes()).unwrap();
-        store.flush().unwrap();
-        drop(store);
-        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = cut_and_reopen(store, dir.path(), 2);
         assert_eq!(store.redo_until().unwrap(), 3);
         assert_eq!(store.ticket(&p, 5).unwrap(), Some(third.clone()));
         // Records of a flush cut short earlier reach 10; a plan's flush to 4 is cut short after
@@ -966,16 +960,25 @@ mod tests {
             .write([&fourth], [(&fourth, PlanPart::Whole)], [], 4)
             .unwrap();
         store.db.insert(&chunk, before).unwrap();
-        store.db.insert(APPLIED_SEQ, &3u64.to_be_bytes()).unwrap();
-        store.flush().unwrap();
-        drop(store);
-        std::fs::remove_file(dir.path().join(SEAL)).unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = cut_and_reopen(store, dir.path(), 3);
         assert_eq!(store.redo_until().unwrap(), 10);
         assert_eq!(store.ticket(&p, 5).unwrap(), Some(fourth));
     }
 
-    /// A journal that is not one (cut, or damaged) is refused at opening, naming its key.
+    /// Leaves `store` as a crash before its last position was written leaves it (the position
+    /// back at `applied`, the seal gone with it), and opens it again.
+    fn cut_and_reopen(store: Store, dir: &Path, applied: u64) -> Store {
+        store
+            .db
+            .insert(APPLIED_SEQ, &applied.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        std::fs::remove_file(dir.join(SEAL)).unwrap();
+        Store::open(dir).unwrap()
+    }
+
+    /// A journal that is not one (cut, or damaged) is refused at opening, naming its file.
     #[test]
     fn a_damaged_plan_journal_is_refused() {
         assert!(journal::decode(&[0; 7]).is_err());
