@@ -426,6 +426,8 @@ impl Store {
         if seq <= applied {
             return Ok(());
         }
+        // Its flush's mark may not have reached the disk before the journal did.
+        self.raise_redo_until(seq)?;
         tracing::info!(
             applied_seq = applied,
             journal_seq = seq,
@@ -451,6 +453,16 @@ impl Store {
             let merged = self.merge_into_chunk(key, &records)?;
             self.db.insert(key, merged)?;
         }
+        Ok(())
+    }
+
+    /// Sets `m:redo_until` to `to`, unless it is already beyond.
+    fn raise_redo_until(&self, to: u64) -> Result<(), StoreError> {
+        let redo = match self.db.get(REDO_UNTIL)? {
+            Some(v) => u64_value(REDO_UNTIL, &v)?.max(to),
+            None => to,
+        };
+        self.db.insert(REDO_UNTIL, &redo.to_be_bytes())?;
         Ok(())
     }
 
@@ -575,11 +587,8 @@ impl Store {
         // From here records may run ahead of the stored position. Never lowered: after a flush
         // cut short, the first flushes of the next run reach less far than that one did, and
         // its records stay ahead of them until the position passes it.
-        let redo = match self.db.get(REDO_UNTIL)? {
-            Some(v) => u64_value(REDO_UNTIL, &v)?.max(applied_seq),
-            None => applied_seq,
-        };
-        out.put(REDO_UNTIL, &redo.to_be_bytes())?;
+        self.raise_redo_until(applied_seq)?;
+        out.bytes += (REDO_UNTIL.len() + 8) as u64;
         for d in dead_letters {
             out.put(&dead_key(d.seq), &encode_dead_letter(d))?;
         }
@@ -924,9 +933,11 @@ mod tests {
                     2,
                 )
                 .unwrap();
-            // Cut short after the journal: the record's new state lost, the batch's kept.
+            // Cut short after the journal: the record's new state lost, the batch's kept, and
+            // the mark too (sled had not written it out yet when the journal was on disk).
             assert_ne!(store.db.get(&chunk).unwrap().unwrap(), old_chunk);
             store.db.insert(&chunk, old_chunk).unwrap();
+            store.db.insert(REDO_UNTIL, &1u64.to_be_bytes()).unwrap();
             assert_ne!(store.db.get(&batch_1).unwrap().unwrap(), old_batch);
             store
         };
