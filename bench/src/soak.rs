@@ -162,7 +162,7 @@ pub async fn soak(opts: SoakOptions) -> anyhow::Result<String> {
     // wait for a core, counted as the daemon's latency: here a request is one sleep on the OS's
     // timer (tokio's has a millisecond's granularity), one write and one read, with nothing
     // between the schedule and the socket. (A scheduler thread feeding async connections on a
-    // runtime of their own, as before, kept the generator itself over 3 ms late at p99.)
+    // runtime of their own, as before, kept the generator itself 2.6–3.8 ms late at p99.)
     let interval = Duration::from_secs_f64(1.0 / opts.qps as f64);
     let mut workers = Vec::new();
     for c in 0..CONNECTIONS {
