@@ -608,7 +608,9 @@ impl Store {
             a.project == b.project && a.order_id >> CHUNK_BITS == b.order_id >> CHUNK_BITS
         }) {
             let key = chunk_key(&chunk[0].project, chunk[0].order_id);
-            let value = self.merged_chunk(&key, chunk)?;
+            let (records, ends) = encoded(chunk);
+            let new = entries_of(chunk, &records, &ends);
+            let value = self.merge_into_chunk(&key, &new)?;
             let last = chunk[chunk.len() - 1];
             let mut planned: Vec<&Ticket> = Vec::new();
             while let Some((t, part)) =
@@ -624,8 +626,15 @@ impl Store {
                 continue;
             }
             for t in planned {
-                let record = crate::core::record::encode(t);
-                journal.push(journal::RECORD, &key, &[&t.order_id.to_be_bytes(), &record]);
+                // The record just encoded for the chunk: `new` ascends by order_id.
+                let at = new
+                    .binary_search_by_key(&t.order_id, |(order, _)| *order)
+                    .expect("a planned ticket is in its chunk");
+                journal.push(
+                    journal::RECORD,
+                    &key,
+                    &[&t.order_id.to_be_bytes(), new[at].1],
+                );
             }
             after_journal.push((key, value));
         }
@@ -659,25 +668,6 @@ impl Store {
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(JOURNAL)))
             .and_then(|()| std::fs::File::open(&*self.dir)?.sync_all())
             .map_err(StoreError::Io)
-    }
-
-    /// A chunk's value with `chunk`'s records in it: read-modify-write, safe because one writer
-    /// writes a store at a time. Both lists ascend; a new record replaces the old one of its
-    /// ticket.
-    fn merged_chunk(&self, key: &[u8], chunk: &[&Ticket]) -> Result<Vec<u8>, StoreError> {
-        let mut records = Vec::new();
-        let mut ends = Vec::with_capacity(chunk.len());
-        for t in chunk {
-            crate::core::record::encode_into(t, &mut records);
-            ends.push(records.len());
-        }
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let new: Vec<(u64, &[u8])> = chunk
-            .iter()
-            .zip(starts.zip(&ends))
-            .map(|(t, (start, &end))| (t.order_id, &records[start..end]))
-            .collect();
-        self.merge_into_chunk(key, &new)
     }
 
     /// The chunk `key` as stored, with the records `new` (ascending by `order_id`) in it.
@@ -755,6 +745,28 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// The records of `chunk` (ascending by `order_id`), encoded one after another, and where
+/// each ends.
+fn encoded(chunk: &[&Ticket]) -> (Vec<u8>, Vec<usize>) {
+    let mut records = Vec::new();
+    let mut ends = Vec::with_capacity(chunk.len());
+    for t in chunk {
+        crate::core::record::encode_into(t, &mut records);
+        ends.push(records.len());
+    }
+    (records, ends)
+}
+
+/// Each ticket of `chunk` with its record in `records` (as [`encoded`] laid them out).
+fn entries_of<'r>(chunk: &[&Ticket], records: &'r [u8], ends: &[usize]) -> Vec<(u64, &'r [u8])> {
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    chunk
+        .iter()
+        .zip(starts.zip(ends))
+        .map(|(t, (start, &end))| (t.order_id, &records[start..end]))
+        .collect()
 }
 
 #[cfg(test)]
