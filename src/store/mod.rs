@@ -3,6 +3,8 @@
 //!
 //! - [`records`]: the sled store itself: ticket records in chunks, dead letters and the stream
 //!   position, written one key at a time, a crash in a flush's middle made exact again.
+//! - `chunks`: the bytes of a chunk, up to 128 tickets' records under one key.
+//! - `journal`: the plan journal, which makes a flush that changed plans whole after a crash.
 //! - `plans`: tickets' plans (script, batches, instances), kept apart from the records.
 //! - [`projection`]: the store and the query view kept in step, with a write-behind buffer
 //!   between them; what ingest writes and the API reads.
@@ -10,7 +12,9 @@
 //! - `seen`: which tickets a projection may hold, so that most look-ups of new ones skip sled.
 //! - [`generations`]: the live generation, a rebuilt one beside it, and `CURRENT`.
 
+mod chunks;
 pub(crate) mod generations;
+mod journal;
 mod plans;
 pub(crate) mod projection;
 pub(crate) mod records;
