@@ -1,7 +1,7 @@
 //! SIGKILL the real daemon binary at random moments while it ingests, restart it, and compare
 //! the store with a single uninterrupted fold of the same events.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ticket_ledger::core::batch::{DecodeRules, MemoryProjection, RawMessage};
@@ -78,35 +78,9 @@ pub fn history(tickets: u64) -> Vec<(String, Vec<u8>, Option<String>)> {
     out
 }
 
-/// A daemon process, killed if the test panics before it stops it: a failed assertion must not
-/// leave a daemon running on the test's store.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Starts the daemon binary on a port it binds itself (port 0), and reads that port from its
 /// log; returns the child and the port.
-fn spawn_daemon(nats_url: &str, store: &std::path::Path) -> (Running, u16) {
+fn spawn_daemon(nats_url: &str, store: &std::path::Path) -> (KillOnDrop, u16) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ticket-ledger"));
     cmd.arg("serve")
         .env("TICKET_LEDGER_NATS__URL", nats_url)
@@ -119,7 +93,7 @@ fn spawn_daemon(nats_url: &str, store: &std::path::Path) -> (Running, u16) {
         .env("TICKET_LEDGER_STORE__FLUSH_EVENTS", "1000")
         .stdout(Stdio::null());
     let (child, port) = spawn_reporting_port(cmd);
-    (Running(child), port)
+    (KillOnDrop(child), port)
 }
 
 fn stored_seq(store: &std::path::Path) -> u64 {

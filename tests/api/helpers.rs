@@ -35,6 +35,30 @@ pub const TOKEN_ADMIN: &str = "token-admin";
 /// Grants proj-a, list and get, under the condition coc:JobType = SCRIPT.
 pub const TOKEN_SCRIPTS_ONLY: &str = "token-scripts-only";
 
+/// A child process, killed and reaped when dropped: a test that fails before it stops the
+/// process must not leave it running on the test's files.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A real nats-server with JetStream, on a port it picked itself, with its own store dir.
 pub struct NatsServer {
     pub port: u16,

@@ -4,7 +4,6 @@
 //! lists what was published.
 
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -16,16 +15,9 @@ use crate::helpers::*;
 
 /// A nats-server started with `args` beyond JetStream; killed on drop.
 struct Server {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
     _dir: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(dir: TempDir, args: Vec<std::ffi::OsString>) -> Server {
@@ -40,7 +32,7 @@ fn start(dir: TempDir, args: Vec<std::ffi::OsString>) -> Server {
     let child = launch.command().unwrap().spawn().unwrap();
     let port = reported_port(&launch.dir, Duration::from_secs(15)).unwrap();
     Server {
-        child,
+        _child: KillOnDrop(child),
         port,
         _dir: dir,
     }
