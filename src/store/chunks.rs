@@ -10,9 +10,9 @@ use crate::core::fold::Ticket;
 /// ten projects) fills a 128-id chunk with about 13 tickets. Chunks of 64 ids (about 6) cost
 /// about a tenth more daemon CPU per event; chunks of 256 cost about 130 MiB more peak RSS
 /// through a 1M-ticket benchmark (sled holds larger nodes), which left too little margin under
-/// its 1 GiB target. What a flush rewrites does not grow with the chunk: the tickets live at a flush span a range of
-/// ids, and the chunks that range touches are rewritten whatever their size, plus at most one
-/// chunk's overhang at each end.
+/// its 1 GiB target. What a flush rewrites does not grow with the chunk: the tickets live at a
+/// flush span a range of ids, and the chunks that range touches are rewritten whatever their
+/// size, plus at most one chunk's overhang at each end.
 pub(super) const CHUNK_BITS: u32 = 7;
 
 /// The entries of a chunk: (order_id, record bytes), ascending.
